@@ -1,0 +1,54 @@
+"""The interface every synthesis engine implements.
+
+Lifecycle (see STYLE.md #3): constructing an engine is cheap; `load(device)` builds every stage on
+the device; the pipeline then calls `warmup()` so lazy initialisation happens before the server
+reports ready. Engines never pick a device themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import numpy as np
+
+from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisOptions
+
+
+class Engine(ABC):
+    """A resident text-to-speech model that turns frontend segments into audio in a prompt's voice."""
+
+    name: str = "engine"
+    sample_rates: tuple[int, ...] = (24000,)
+    samples: bool = False  # whether top-k / top-p / temperature / sampling method mean anything
+
+    @abstractmethod
+    def load(self, device: str) -> None:
+        """Load every stage onto `device` ("cpu", "cuda", "cuda:1", "mps")."""
+
+    @abstractmethod
+    def prepare_voice(self, audio: np.ndarray, sample_rate: int, prompt_text: str, key: str) -> PromptVoice:
+        """Analyse a prompt (mono float32) once; the pipeline caches the result under `key`."""
+
+    @abstractmethod
+    def synthesize_segments(
+        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions
+    ) -> Iterator[SegmentAudio]:
+        """Yield one SegmentAudio per segment, in order, at a rate from `sample_rates`."""
+
+    def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
+        """Run real syntheses so kernels, graphs and caches are initialised before serving."""
+        for segments in segments_by_language.values():
+            for _ in self.synthesize_segments(segments, voice, SynthesisOptions()):
+                pass
+
+    def memory_report(self) -> dict[str, float]:
+        """Resident memory owned by this engine, in MiB, by name (e.g. {"vram_allocated": 812.0})."""
+        return {}
+
+    def release_caches(self) -> None:
+        """Free per-request and allocator caches; the models stay loaded."""
+
+    def describe(self) -> dict[str, object]:
+        """Facts for the status panel and /ready."""
+        return {"engine": self.name, "sample_rates": list(self.sample_rates)}

@@ -1,0 +1,80 @@
+"""Service settings: where things are and how the server runs, from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_device(requested: str) -> str:
+    """Turn "auto" into "cuda" when a CUDA device is present, else "mps" or "cpu"."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class Settings:
+    """Everything the app needs to start; each field has an environment variable of the same name."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    device: str = "auto"
+    ckpt: Path | None = None  # GLM-TTS checkpoint root; None or invalid -> embedded engine
+    dtype: str | None = None  # GLM-TTS precision: fp32, bf16, fp16 (default: bf16 on capable GPUs)
+    outputs: Path = PROJECT_ROOT / "outputs"
+    examples: Path = PROJECT_ROOT / "examples"
+    replace_dict: Path = PROJECT_ROOT / "configs" / "G2P_replace_dict.jsonl"
+    max_upload_mb: int = 20
+    voice_cache_size: int = 32
+    extra_allowed: list[Path] = field(default_factory=list)
+
+    @property
+    def batch_dir(self) -> Path:
+        return self.outputs / "batch"
+
+    @property
+    def voices_dir(self) -> Path:
+        return self.outputs / "voices"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.outputs / "cache"
+
+    @property
+    def allowed_roots(self) -> list[Path]:
+        """Folders that prompt paths in batch files may point into."""
+        return [self.examples, self.outputs / "uploads", self.voices_dir, *self.extra_allowed]
+
+    @classmethod
+    def from_args(cls, argv: list[str] | None = None) -> Settings:
+        env = os.environ
+        defaults = cls()
+        parser = argparse.ArgumentParser(description="Warm-start zero-shot TTS WebUI")
+        parser.add_argument("--host", default=env.get("GLMTTS_HOST", defaults.host))
+        parser.add_argument("--port", type=int, default=int(env.get("GLMTTS_PORT", defaults.port)))
+        parser.add_argument("--device", default=env.get("GLMTTS_DEVICE", defaults.device), help="auto, cpu, cuda, cuda:N, mps")
+        parser.add_argument("--ckpt", default=env.get("GLMTTS_CKPT") or None, help="GLM-TTS checkpoint root (ckpt/)")
+        parser.add_argument("--dtype", default=env.get("GLMTTS_DTYPE") or None, choices=[None, "fp32", "bf16", "fp16"])
+        parser.add_argument("--outputs", default=env.get("GLMTTS_OUTPUTS", str(defaults.outputs)))
+        parser.add_argument("--max-upload-mb", type=int, default=int(env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb)))
+        args, _ = parser.parse_known_args(argv)
+        return cls(
+            host=args.host,
+            port=args.port,
+            device=args.device,
+            ckpt=Path(args.ckpt).expanduser() if args.ckpt else None,
+            dtype=args.dtype,
+            outputs=Path(args.outputs).expanduser().resolve(),
+            max_upload_mb=args.max_upload_mb,
+        )

@@ -1,0 +1,113 @@
+"""Typed values that travel between the frontend, the engines, the pipeline and the UI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class SynthesisError(ValueError):
+    """Bad input to synthesis; the message is shown to the user as it is."""
+
+
+@dataclass(frozen=True)
+class TextRun:
+    """A stretch of one language inside a segment.
+
+    `phonemes` is None when the engine should derive pronunciation itself. For Chinese it holds
+    GLM-TTS phoneme symbols in syllable order ("SH", "ANG1", "I4", ...); for English it holds IPA
+    phonemes (one string per word) when the user overrode pronunciation.
+    """
+
+    lang: str  # "zh" or "en"
+    text: str
+    phonemes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One unit of synthesis: a sentence or a piece of one, normalized, split into language runs.
+
+    `glm_text` is the text the GLM-TTS LLM reads: normalized text, or in phoneme mode the text with
+    `<|X|><|IAN2|>` tokens in place of characters.
+    """
+
+    text: str
+    runs: tuple[TextRun, ...]
+    glm_text: str
+
+
+@dataclass
+class SynthesisOptions:
+    """Per-request settings; None means the engine's default."""
+
+    seed: int = 42
+    sampling: str = "ras"  # "ras" or "topk" (GLM-TTS)
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    speed: float = 1.0
+    sample_rate: int | None = None
+    use_phoneme: bool = False  # text already holds phoneme tokens / overrides to honour
+    use_cache: bool = True  # GLM-TTS prompt-history cache across segments
+    forced_tokens_per_segment: int | None = None  # benchmarks: fix the LLM length
+
+
+@dataclass
+class PromptVoice:
+    """A prompt after engine-specific analysis, cached by the pipeline per prompt content."""
+
+    key: str  # content hash of the prompt audio plus its transcript
+    prompt_text: str
+    features: object  # engine-owned analysis (speaker embedding, voice profile, speech tokens...)
+    duration_s: float
+
+
+@dataclass
+class SegmentAudio:
+    """What an engine yields for one segment: mono float32 audio at `sample_rate` and timings."""
+
+    audio: np.ndarray
+    sample_rate: int
+    timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+    info: dict[str, object] = field(default_factory=dict)  # e.g. {"speech_tokens": 123}
+
+
+@dataclass
+class AudioChunk:
+    """A streamed piece of the output: one finished segment, with its text and timings."""
+
+    index: int
+    total: int
+    audio: np.ndarray
+    sample_rate: int
+    segment: Segment
+    timings: dict[str, float]
+
+
+@dataclass
+class SynthesisResult:
+    """A finished synthesis: the whole waveform plus what was done to produce it."""
+
+    audio: np.ndarray
+    sample_rate: int
+    segments: list[Segment]
+    timings: dict[str, float]  # stage -> seconds, summed over segments, plus "total"
+    engine: str
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    @property
+    def rtf(self) -> float:
+        return self.timings["total"] / max(self.duration_s, 1e-6)
+
+    @property
+    def normalized_text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+    @property
+    def phoneme_text(self) -> str:
+        return " ".join(s.glm_text for s in self.segments)

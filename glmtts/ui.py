@@ -1,0 +1,220 @@
+"""The Gradio WebUI: thin callbacks that turn widget values into pipeline requests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from glmtts.audio import write_wav
+from glmtts.batch import new_job_dir, parse_jsonl, parse_lines, run_batch
+from glmtts.frontend.replace_dict import parse_replace_dict
+from glmtts.pipeline import Pipeline, SynthesisRequest
+from glmtts.types import SynthesisError, SynthesisOptions
+
+_LOGGER = logging.getLogger(__name__)
+
+UPLOAD_VOICE = "(uploaded or recorded prompt)"
+
+
+def build_ui(pipeline: Pipeline) -> gr.Blocks:
+    engine = pipeline.engine
+    voices = list(pipeline.builtin_voices())
+    singles_dir = pipeline.settings.outputs / "single"
+
+    def require_ready() -> None:
+        if not pipeline.ready:
+            raise gr.Error("The model is still warming up; try again in a few seconds.")
+
+    def prompt_of(upload: str | None, voice: str | None) -> Path | str | None:
+        return Path(upload) if upload else (voice or None)
+
+    def options_of(seed, sampling, top_k, top_p, temperature, speed, sample_rate, use_cache, use_phoneme) -> SynthesisOptions:
+        return SynthesisOptions(
+            seed=int(seed),
+            sampling=sampling,
+            top_k=int(top_k),
+            top_p=float(top_p),
+            temperature=float(temperature),
+            speed=float(speed),
+            sample_rate=int(sample_rate),
+            use_cache=bool(use_cache),
+            use_phoneme=bool(use_phoneme),
+        )
+
+    def synthesize(text, upload, voice, prompt_text, *option_values, progress=gr.Progress()):
+        require_ready()
+        options = options_of(*option_values)
+        try:
+            result = pipeline.synthesize(
+                SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options),
+                progress=lambda fraction, message: progress(fraction, desc=message),
+            )
+        except SynthesisError as error:
+            raise gr.Error(str(error)) from error
+        path = write_wav(singles_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav", result.audio, result.sample_rate)
+        timings = {stage: round(seconds, 3) for stage, seconds in result.timings.items()}
+        timings.update(audio_s=round(result.duration_s, 2), rtf=round(result.rtf, 3))
+        status = f"Done: {result.duration_s:.1f} s of audio in {result.timings['total']:.2f} s (RTF {result.rtf:.3f}), {len(result.segments)} segment(s)."
+        return str(path), timings, status, result.normalized_text
+
+    def run_batch_job(file, mode, upload, voice, prompt_text, job_name, *option_values, progress=gr.Progress()):
+        require_ready()
+        if file is None:
+            raise gr.Error("Choose a batch file first.")
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise gr.Error("The batch file is not UTF-8 text.") from error
+        try:
+            if mode == "JSONL (GLM-TTS format)":
+                items = parse_jsonl(text, pipeline.settings.allowed_roots)
+            else:
+                items = parse_lines(text, prompt_of(upload, voice), prompt_text or "")
+        except SynthesisError as error:
+            raise gr.Error(str(error)) from error
+        job_dir = new_job_dir(pipeline.settings.batch_dir, job_name or "")
+        outcomes, archive = run_batch(
+            pipeline, items, job_dir, options_of(*option_values), lambda f, m: progress(f, desc=m)
+        )
+        rows = [[o.uttid, o.status, o.duration_s, o.message] for o in outcomes]
+        ok = sum(o.status == "ok" for o in outcomes)
+        summary = f"Job {job_dir.name}: {ok} of {len(outcomes)} items ok; files in outputs/batch/{job_dir.name}/."
+        return rows, str(archive), summary
+
+    def to_phonemes(text):
+        try:
+            return pipeline.text_to_phoneme_text(text)
+        except SynthesisError as error:
+            raise gr.Error(str(error)) from error
+
+    def replace_dict_text() -> str:
+        path = pipeline.settings.replace_dict
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def validate_replace_dict(text):
+        try:
+            entries = parse_replace_dict(text)
+        except ValueError as error:
+            return f"Invalid:\n{error}"
+        return f"Valid: {len(entries)} entries."
+
+    def save_replace_dict(text):
+        try:
+            entries = parse_replace_dict(text)
+        except ValueError as error:
+            raise gr.Error(f"Not saved: {error}") from error
+        pipeline.settings.replace_dict.write_text(text.strip() + "\n", encoding="utf-8")
+        pipeline.frontend.reload_replace_dict()
+        return f"Saved {len(entries)} entries to {pipeline.settings.replace_dict.name}; in effect now."
+
+    def clear_caches():
+        before, after = pipeline.clear_caches()
+        return {"before": before, "after": after, "models_resident": True}
+
+    with gr.Blocks(title="GLM-TTS warm WebUI") as demo:
+        gr.Markdown(
+            f"## Zero-shot TTS, always warm\nEngine **{engine.name}** on **{pipeline.device}** "
+            f"({pipeline.engine_reason}). Give 3 to 10 s of a voice and any Chinese, English or mixed text."
+        )
+
+        def voice_inputs():
+            with gr.Row():
+                upload = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Prompt voice (upload or record)")
+                with gr.Column():
+                    voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="…or a built-in voice")
+                    prompt_text = gr.Textbox(label="Prompt transcript (optional)", lines=2)
+            return upload, voice, prompt_text
+
+        def option_inputs():
+            with gr.Accordion("Advanced settings", open=False):
+                with gr.Row():
+                    seed = gr.Number(42, label="Seed", precision=0)
+                    speed = gr.Slider(0.5, 2.0, 1.0, step=0.05, label="Speed")
+                    sample_rate = gr.Dropdown(list(engine.sample_rates), value=engine.sample_rates[0], label="Sample rate")
+                with gr.Row(visible=engine.samples):
+                    sampling = gr.Radio(["ras", "topk"], value="ras", label="Sampling method")
+                    top_k = gr.Slider(1, 100, 25, step=1, label="Top-k")
+                    top_p = gr.Slider(0.1, 1.0, 0.8, step=0.05, label="Top-p")
+                    temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
+                    use_cache = gr.Checkbox(True, label="Prompt-history cache for long text")
+            return [seed, sampling, top_k, top_p, temperature, speed, sample_rate, use_cache]
+
+        with gr.Tab("Single"):
+            upload, voice, prompt_text = voice_inputs()
+            text = gr.Textbox(label="Text to speak", lines=4, elem_id="single-text", placeholder="你好，世界! Hello world.")
+            options = option_inputs()
+            use_phoneme = gr.Checkbox(False, label="Honour phoneme tokens in the text (<|SH|><|ANG1|>, [[ipa: ...]])")
+            generate = gr.Button("Generate", variant="primary", elem_id="single-generate")
+            output = gr.Audio(label="Output", type="filepath", elem_id="single-output", buttons=["download"])
+            status = gr.Markdown(elem_id="single-status")
+            with gr.Accordion("Timings and normalized text", open=False):
+                timings = gr.JSON(label="Timings (seconds)")
+                normalized = gr.Textbox(label="Normalized text", interactive=False)
+            generate.click(synthesize, [text, upload, voice, prompt_text, *options, use_phoneme], [output, timings, status, normalized])
+
+        with gr.Tab("Batch"):
+            gr.Markdown(
+                "A JSONL in the GLM-TTS format (`uttid`, `prompt_text`, `prompt_speech`, `syn_text`; prompt paths "
+                "inside `examples/`, `outputs/uploads/` or `outputs/voices/`), or a text file with one utterance a "
+                "line spoken in the voice chosen below."
+            )
+            batch_file = gr.File(label="Batch file", file_types=[".jsonl", ".txt"], type="filepath", elem_id="batch-file")
+            mode = gr.Radio(["JSONL (GLM-TTS format)", "One utterance a line"], value="JSONL (GLM-TTS format)", label="Format")
+            b_upload, b_voice, b_prompt_text = voice_inputs()
+            job_name = gr.Textbox(label="Job name (optional)")
+            b_options = option_inputs()
+            b_use_phoneme = gr.Checkbox(False, label="Honour phoneme tokens")
+            run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+            summary = gr.Markdown(elem_id="batch-summary")
+            table = gr.Dataframe(headers=["uttid", "status", "seconds", "message"], label="Items", interactive=False)
+            archive = gr.File(label="Download all (zip)", elem_id="batch-zip")
+            run.click(
+                run_batch_job,
+                [batch_file, mode, b_upload, b_voice, b_prompt_text, job_name, *b_options, b_use_phoneme],
+                [table, archive, summary],
+            )
+
+        with gr.Tab("Phoneme"):
+            gr.Markdown(
+                "Turn text into its phoneme sequence (after the replace dictionary), edit the tokens, and "
+                "synthesize from the edited sequence. Chinese: `<|X|><|IAN2|>`; English: `[[arpa: HH AH0 L OW1]]` "
+                "or `[[ipa: həˈloʊ]]`."
+            )
+            p_upload, p_voice, p_prompt_text = voice_inputs()
+            p_text = gr.Textbox(label="Text", lines=3)
+            to_ph = gr.Button("Text → phonemes")
+            p_sequence = gr.Textbox(label="Phoneme sequence (editable)", lines=5, elem_id="phoneme-sequence")
+            p_options = option_inputs()
+            p_generate = gr.Button("Synthesize from phonemes", variant="primary")
+            p_output = gr.Audio(label="Output", type="filepath", buttons=["download"])
+            p_status = gr.Markdown()
+            p_timings = gr.JSON(visible=False)
+            p_normalized = gr.Textbox(visible=False)
+            to_ph.click(to_phonemes, p_text, p_sequence)
+            phoneme_mode = gr.Checkbox(True, visible=False)
+            p_generate.click(
+                synthesize, [p_sequence, p_upload, p_voice, p_prompt_text, *p_options, phoneme_mode], [p_output, p_timings, p_status, p_normalized]
+            )
+            with gr.Accordion("Replace dictionary (configs/G2P_replace_dict.jsonl)", open=False):
+                dict_text = gr.Code(replace_dict_text(), language=None, label='One {"surface": "replacement"} a line')
+                with gr.Row():
+                    validate = gr.Button("Validate")
+                    save = gr.Button("Save")
+                dict_status = gr.Markdown()
+                validate.click(validate_replace_dict, dict_text, dict_status)
+                save.click(save_replace_dict, dict_text, dict_status)
+
+        with gr.Tab("System"):
+            status_json = gr.JSON(label="Status", elem_id="system-status")
+            with gr.Row():
+                refresh = gr.Button("Refresh status")
+                clear = gr.Button("Clear VRAM / caches", variant="stop", elem_id="clear-vram")
+            cleared = gr.JSON(label="Memory before and after (MiB)")
+            refresh.click(lambda: pipeline.status(), None, status_json)
+            clear.click(clear_caches, None, cleared)
+            demo.load(lambda: pipeline.status(), None, status_json)
+    return demo
+

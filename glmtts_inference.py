@@ -1,0 +1,102 @@
+"""Batch inference from the command line, compatible with upstream GLM-TTS's CLI.
+
+    python glmtts_inference.py --data example_zh --exp_name _test --use_cache --phoneme --sample_rate 24000
+
+`--data` is a JSONL path or a name under examples/. Output goes to
+outputs/pretrain<exp_name>/<data>/<uttid>.wav plus text_compare.jsonl, as upstream writes it. Loads
+once and runs every line; a failing line is reported and skipped. Without a checkpoint (`--ckpt` or
+GLMTTS_CKPT) it runs the embedded engine.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from glmtts.audio import write_wav  # noqa: E402
+from glmtts.batch import parse_jsonl  # noqa: E402
+from glmtts.pipeline import SynthesisRequest, build_pipeline  # noqa: E402
+from glmtts.settings import PROJECT_ROOT, Settings  # noqa: E402
+from glmtts.types import SynthesisError, SynthesisOptions  # noqa: E402
+
+_LOGGER = logging.getLogger("glmtts_inference")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="example_zh", help="a JSONL path, or a name under examples/ (example_zh)")
+    parser.add_argument("--exp_name", default="_test", help="suffix of the output folder outputs/pretrain<exp_name>")
+    parser.add_argument("--use_cache", action="store_true", help="carry earlier segments as prompt history (long text)")
+    parser.add_argument("--use_phoneme", "--phoneme", dest="use_phoneme", action="store_true", help="phoneme mode")
+    parser.add_argument("--sample_rate", type=int, default=24000, choices=[24000, 32000])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--ckpt", default=os.environ.get("GLMTTS_CKPT") or None, help="GLM-TTS checkpoint root")
+    parser.add_argument("--device", default=os.environ.get("GLMTTS_DEVICE", "auto"))
+    parser.add_argument("--dtype", default=os.environ.get("GLMTTS_DTYPE") or None, choices=[None, "fp32", "bf16", "fp16"])
+    parser.add_argument("--outputs", default=str(PROJECT_ROOT / "outputs"))
+    return parser.parse_args(argv)
+
+
+def resolve_data(data: str, examples: Path) -> Path:
+    candidates = [Path(data), examples / data, examples / f"{data}.jsonl"]
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise SystemExit(f"--data {data!r}: no such file, nor examples/{data}.jsonl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    settings = Settings(
+        device=args.device,
+        ckpt=Path(args.ckpt).expanduser() if args.ckpt else None,
+        dtype=args.dtype,
+        outputs=Path(args.outputs).resolve(),
+    )
+    data = resolve_data(args.data, settings.examples)
+    items = parse_jsonl(data.read_text(encoding="utf-8"), [*settings.allowed_roots, data.parent])
+    if settings.ckpt is None and args.sample_rate != 24000:
+        raise SystemExit("--sample_rate 32000 needs the GLM-TTS engine (--ckpt); the embedded voices are 24 kHz")
+
+    pipeline = build_pipeline(settings)
+    pipeline.load()
+    _LOGGER.info("Engine %s on %s (%s)", pipeline.engine.name, pipeline.device, pipeline.engine_reason)
+    out_dir = settings.outputs / f"pretrain{args.exp_name}" / data.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = SynthesisOptions(seed=args.seed, sample_rate=args.sample_rate, use_cache=args.use_cache, use_phoneme=args.use_phoneme)
+
+    failures = 0
+    with (out_dir / "text_compare.jsonl").open("w", encoding="utf-8") as compare:
+        for number, item in enumerate(items, start=1):
+            try:
+                if item.error:
+                    raise SynthesisError(item.error)
+                result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options))
+            except SynthesisError as error:
+                failures += 1
+                _LOGGER.error("[%d/%d] %s skipped: %s", number, len(items), item.uttid, error)
+                continue
+            path = write_wav(out_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
+            record = {
+                "uttid": item.uttid,
+                "syn_text": item.syn_text,
+                "normalized_text": [segment.text for segment in result.segments],
+                "phoneme_text": [segment.glm_text for segment in result.segments],
+            }
+            compare.write(json.dumps(record, ensure_ascii=False) + "\n")
+            _LOGGER.info("[%d/%d] %s: %.1f s of audio, RTF %.3f -> %s", number, len(items), item.uttid, result.duration_s, result.rtf, path)
+    print(f"{len(items) - failures} of {len(items)} written to {out_dir}")
+    return 1 if failures == len(items) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Shared fixtures; each test folder is a marker (unit, voices, server)."""
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+VOICES = TESTS.parent.parent / "shared" / "voices"
+PROMPTS = TESTS.parent / "examples" / "prompt"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        folder = Path(item.fspath).parent.name
+        if folder in ("unit", "voices", "server"):
+            item.add_marker(folder)
+
+
+@pytest.fixture(scope="session")
+def prompt_paths() -> dict[str, Path]:
+    """The four real LibriSpeech prompt voices shipped in examples/prompt."""
+    return {p.stem: p for p in sorted(PROMPTS.glob("*.flac"))}
+
+
+@pytest.fixture(scope="session")
+def embedded_pipeline(tmp_path_factory):
+    """The real pipeline on the embedded voices, loaded and warmed once for the session."""
+    from glmtts.pipeline import build_pipeline
+    from glmtts.settings import Settings
+
+    outputs = tmp_path_factory.mktemp("outputs")
+    pipeline = build_pipeline(Settings(device="cpu", outputs=outputs))
+    pipeline.load()
+    pipeline.warmup()
+    return pipeline

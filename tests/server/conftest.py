@@ -1,0 +1,81 @@
+"""The app started as a real process on a free loopback port, shared by the server tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 600
+FIRST_SENTENCE = "Warm start means the first request is as fast as the hundredth."
+
+
+@dataclass
+class RunningApp:
+    url: str
+    outputs: Path
+    ready_codes: list[int]
+    first_latency_s: float = 0.0
+    warm_latencies_s: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def speak(url: str, text: str, **extra) -> httpx.Response:
+    return httpx.post(f"{url}/v1/audio/speech", json={"input": text, **extra}, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    outputs = tmp_path_factory.mktemp("app-outputs")
+    port = free_port()
+    log = (outputs / "app.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--outputs", str(outputs)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GLMTTS_CKPT": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    codes: list[int] = []
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (outputs / "app.log").read_text()
+            try:
+                codes.append(httpx.get(f"{url}/ready", timeout=5).status_code)
+            except httpx.TransportError:
+                pass
+            if codes and codes[-1] == 200:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the app did not become ready:\n" + (outputs / "app.log").read_text()[-3000:])
+        running = RunningApp(url, outputs, codes)
+        # The very first synthesis request of the process, then the warm ones, same sentence.
+        start = time.perf_counter()
+        assert speak(url, FIRST_SENTENCE).status_code == 200
+        running.first_latency_s = time.perf_counter() - start
+        for _ in range(5):
+            start = time.perf_counter()
+            assert speak(url, FIRST_SENTENCE).status_code == 200
+            running.warm_latencies_s.append(time.perf_counter() - start)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

@@ -1,0 +1,74 @@
+"""The app as a process: readiness, the OpenAI-shaped speech API, and bad input."""
+
+import io
+import statistics
+
+import httpx
+import pytest
+import soundfile as sf
+
+from .conftest import speak
+
+
+def test_ready_flips_from_503_to_200(app_server):
+    assert app_server.ready_codes[0] == 503, "the port should open before warm-up ends"
+    assert app_server.ready_codes[-1] == 200
+    assert httpx.get(f"{app_server.url}/health").json() == {"status": "up"}
+    assert httpx.get(f"{app_server.url}/ready").json()["engine"] == "embedded"
+
+
+def test_first_request_is_as_fast_as_warm_ones(app_server):
+    warm = statistics.median(app_server.warm_latencies_s)
+    ratio = app_server.first_latency_s / warm
+    print(f"first {app_server.first_latency_s:.3f} s, warm median {warm:.3f} s, ratio {ratio:.2f}")
+    assert ratio <= 1.5
+
+
+@pytest.mark.parametrize(
+    ("text", "voice", "rate"),
+    [("Hello from the speech API.", None, 24000), ("你好，欢迎使用语音合成。", "libri_1688", 24000)],
+)
+def test_speech_returns_playable_wav(app_server, text, voice, rate):
+    response = speak(app_server.url, text, voice=voice, response_format="wav")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    audio, sample_rate = sf.read(io.BytesIO(response.content))
+    assert sample_rate == rate
+    assert 0.8 < len(audio) / sample_rate < 8
+    assert abs(audio).max() > 0.05
+
+
+def test_flac_and_pcm_formats(app_server):
+    flac = speak(app_server.url, "Format check.", response_format="flac")
+    assert flac.status_code == 200 and sf.info(io.BytesIO(flac.content)).format == "FLAC"
+    pcm = speak(app_server.url, "Format check.", response_format="pcm")
+    assert pcm.status_code == 200 and len(pcm.content) % 2 == 0 and len(pcm.content) > 24000
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"input": ""}, 400, "empty"),
+        ({"input": "   \n\t "}, 400, "empty"),
+        ({"input": "😀🎉🚀"}, 400, ""),
+        ({"input": "hello", "voice": "nobody"}, 400, "Unknown voice"),
+        ({"input": "hello", "voice": "../../etc/passwd"}, 400, "Unknown voice"),
+        ({"input": "hello", "response_format": "exe"}, 400, "response_format"),
+        ({"input": "hello", "speed": 10}, 422, ""),
+        ({"input": 12}, 422, ""),
+        ({"input": "x" * 20001}, 422, ""),
+        ({"voice": "libri_367"}, 422, ""),
+    ],
+)
+def test_bad_requests_get_clear_4xx(app_server, body, status, message):
+    response = httpx.post(f"{app_server.url}/v1/audio/speech", json=body, timeout=60)
+    assert response.status_code == status, response.text
+    assert message.lower() in response.text.lower()
+    assert httpx.get(f"{app_server.url}/health").status_code == 200
+
+
+def test_status_lists_voices_and_memory(app_server):
+    status = httpx.get(f"{app_server.url}/v1/status").json()
+    assert status["ready"] is True and status["device"] == "cpu"
+    assert set(status["builtin_voices"]) >= {"libri_367", "libri_1688"}
+    assert status["memory"]["rss_mib"] > 100

@@ -1,0 +1,114 @@
+"""Batch-file validation and prompt-path confinement (no model needed)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glmtts.audio import crossfade_join, read_prompt
+from glmtts.batch import confine_path, parse_jsonl, parse_lines, safe_name
+from glmtts.settings import PROJECT_ROOT, Settings
+from glmtts.types import SynthesisError
+
+ALLOWED = Settings().allowed_roots
+
+
+def line(**record) -> str:
+    base = {"uttid": "u1", "prompt_text": "", "prompt_speech": "examples/prompt/libri_367.flac", "syn_text": "Hello."}
+    base.update(record)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}, ensure_ascii=False)
+
+
+def test_valid_lines_resolve_inside_examples():
+    items = parse_jsonl("\n".join([line(uttid="a"), "", line(uttid="b", syn_text="你好")]), ALLOWED)
+    assert [i.uttid for i in items] == ["a", "b"]
+    assert all(not i.error for i in items)
+    assert items[0].prompt_speech == (PROJECT_ROOT / "examples/prompt/libri_367.flac").resolve()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (line(syn_text=...), "missing syn_text"),
+        (line(prompt_speech=["x"]), "prompt_speech must be text"),
+        (line(prompt_speech="../../etc/passwd"), "outside the allowed folders"),
+        (line(prompt_speech="/etc/passwd"), "outside the allowed folders"),
+        (line(prompt_speech="examples/prompt/../../app.py"), "outside the allowed folders"),
+        (line(prompt_speech="examples/prompt/missing.wav"), "does not exist"),
+    ],
+)
+def test_bad_lines_are_kept_with_their_error(text, message):
+    items = parse_jsonl("\n".join([line(uttid="good"), text, line(uttid="after")]), ALLOWED)
+    assert [i.error for i in items][0] == "" and items[2].error == ""
+    assert message in items[1].error and items[1].error.startswith("line 2:")
+
+
+def test_symlink_out_of_allowed_folder_is_refused(tmp_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "escape.wav").symlink_to(PROJECT_ROOT / "app.py")
+    with pytest.raises(SynthesisError, match="outside"):
+        confine_path(str(allowed / "escape.wav"), [allowed])
+
+
+def test_duplicate_and_unsafe_uttids_become_distinct_file_names():
+    items = parse_jsonl("\n".join([line(uttid="../x"), line(uttid="../x"), line(uttid="")]), ALLOWED)
+    names = [i.uttid for i in items]
+    assert names == ["x", "x_1", "line3"]
+    assert all("/" not in n for n in names)
+    assert safe_name("..", "fallback") == "fallback"
+
+
+def test_empty_and_oversized_files_are_refused():
+    with pytest.raises(SynthesisError, match="no utterances"):
+        parse_jsonl("\n\n", ALLOWED)
+    with pytest.raises(SynthesisError, match="larger than"):
+        parse_lines("x" * (3 * 1024 * 1024), None)
+
+
+def test_text_mode_gives_one_item_a_line():
+    items = parse_lines("first\n\n  second  \n", "libri_367")
+    assert [(i.uttid, i.syn_text, i.prompt_speech) for i in items] == [("0001", "first", "libri_367"), ("0003", "second", "libri_367")]
+
+
+def write(path: Path, audio: np.ndarray, rate: int = 16000) -> Path:
+    import soundfile as sf
+
+    sf.write(path, audio, rate)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_bytes(b"RIFF\x00\x00not audio at all" * 10), "could not be decoded"),
+        (lambda p: write(p, np.zeros(16000 * 3, dtype=np.float32)), "silent"),
+        (lambda p: write(p, 0.1 * np.ones(4000, dtype=np.float32)), "at least"),
+    ],
+)
+def test_bad_prompts_get_clear_errors(tmp_path, make, message):
+    path = tmp_path / "prompt.wav"
+    make(path)
+    with pytest.raises(SynthesisError, match=message):
+        read_prompt(path)
+
+
+def test_long_stereo_prompt_is_cut_and_mixed_down(tmp_path):
+    rng = np.random.default_rng(0)
+    stereo = (0.1 * rng.standard_normal((96000 * 40, 2))).astype(np.float32)
+    audio, rate = read_prompt(write(tmp_path / "long.wav", stereo, 96000), 16000)
+    assert rate == 16000 and audio.ndim == 1
+    assert len(audio) == pytest.approx(16000 * 30, abs=16)
+
+
+def test_crossfade_join_keeps_length_minus_overlaps():
+    pieces = [np.ones(1000, dtype=np.float32), np.ones(500, dtype=np.float32)]
+    joined = crossfade_join(pieces, 10000)
+    assert len(joined) == 1500 - 300
+    assert np.max(np.abs(joined)) <= np.sqrt(2) + 1e-6
+    paused = crossfade_join(pieces, 10000, pause_s=0.1)
+    assert len(paused) == 1500 + 1000 and not paused[1000:2000].any()

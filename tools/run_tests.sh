@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: prepare the environment (with the test requirements), then run pytest.
+#   bash tools/run_tests.sh [pytest args]
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root" || exit 1
+# shellcheck source=tools/env.sh
+source tools/env.sh
+activate_env requirements-test.txt || { echo "run_tests: could not prepare the Python environment" >&2; exit 1; }
+export ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+exec python -m pytest tests "$@"
