@@ -17,6 +17,7 @@ from pathlib import Path
 
 from glmtts.audio import write_wav
 from glmtts.pipeline import Pipeline, SynthesisRequest
+from glmtts.scheduler import BATCH
 from glmtts.settings import PROJECT_ROOT
 from glmtts.types import SynthesisError, SynthesisOptions
 
@@ -173,7 +174,7 @@ def _run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: Synth
         outcome = ItemOutcome(item.uttid, "error", item.error)
     else:
         try:
-            result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options))
+            result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH))
             path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
             outcome = ItemOutcome(item.uttid, "ok", "", round(result.duration_s, 2), path.name)
             record.update(

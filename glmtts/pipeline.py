@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import psutil
 from glmtts.audio import SEGMENT_PAUSE_SECONDS, content_key, crossfade_join, limit_peak, read_prompt
 from glmtts.engine import Engine
 from glmtts.frontend import TextFrontend
+from glmtts.scheduler import BATCH, INTERACTIVE, DeviceScheduler
 from glmtts.settings import Settings, resolve_device
 from glmtts.types import AudioChunk, PromptVoice, SynthesisError, SynthesisOptions, SynthesisResult
 
@@ -50,6 +50,7 @@ class SynthesisRequest:
     prompt: str | Path | bytes | None = None  # None: the default built-in voice
     prompt_text: str = ""
     options: SynthesisOptions = field(default_factory=SynthesisOptions)
+    priority: int = INTERACTIVE  # BATCH work yields to interactive requests
 
 
 class Pipeline:
@@ -64,7 +65,7 @@ class Pipeline:
         self.ready = False
         self.timings: dict[str, float] = {}
         self._voices: OrderedDict[str, PromptVoice] = OrderedDict()
-        self._lock = threading.RLock()
+        self.scheduler = DeviceScheduler()
 
     # ----------------------------------------------------------------- lifecycle
     def load(self) -> None:
@@ -83,7 +84,7 @@ class Pipeline:
             self._voice_for(name, "")
         default = self._voice_for(None, "")
         segments = {lang: self.frontend.text_to_segments(text) for lang, text in WARMUP_TEXTS.items()}
-        with self._lock:
+        with self.scheduler.slot(BATCH):
             self.engine.warmup(default, segments)
         self.timings["warmup_s"] = time.perf_counter() - start
         self.ready = True
@@ -112,7 +113,7 @@ class Pipeline:
             prompt = builtin[prompt]
         audio, rate = read_prompt(prompt, PROMPT_RATE)
         key = content_key(audio, prompt_text)
-        with self._lock:
+        with self.scheduler.slot():
             if key in self._voices:
                 self._voices.move_to_end(key)
                 return self._voices[key]
@@ -139,11 +140,11 @@ class Pipeline:
         start = time.perf_counter()
         segments = self.frontend.text_to_segments(text, use_phoneme=options.use_phoneme)
         frontend_s = time.perf_counter() - start
-        start = time.perf_counter()
-        voice = self._voice_for(request.prompt, request.prompt_text)
-        voice_s = time.perf_counter() - start
         total = len(segments)
-        with self._lock:
+        with self.scheduler.slot(request.priority):
+            start = time.perf_counter()
+            voice = self._voice_for(request.prompt, request.prompt_text)
+            voice_s = time.perf_counter() - start
             for index, piece in enumerate(self.engine.synthesize_segments(segments, voice, options)):
                 timings = dict(piece.timings)
                 if index == 0:
@@ -176,7 +177,7 @@ class Pipeline:
     def clear_caches(self) -> tuple[dict[str, float], dict[str, float]]:
         """Free per-request and allocator caches, keep the models; returns memory before and after."""
         before = self.memory_report()
-        with self._lock:
+        with self.scheduler.slot():
             self._voices.clear()
             self.engine.release_caches()
             gc.collect()
@@ -191,6 +192,7 @@ class Pipeline:
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "memory": self.memory_report(),
             "cached_voices": len(self._voices),
+            "queue_waiting": self.scheduler.waiting,
             "builtin_voices": list(self.builtin_voices()),
         }
 

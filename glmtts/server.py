@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from glmtts.audio import audio_to_wav_bytes
 from glmtts.pipeline import Pipeline, SynthesisRequest
+from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ def create_api(pipeline: Pipeline) -> FastAPI:
             result = pipeline.synthesize(SynthesisRequest(body.input, body.voice, "", options))
         except SynthesisError as error:
             raise HTTPException(400, str(error)) from error
+        except QueueFull as error:
+            raise HTTPException(429, str(error), headers={"Retry-After": str(error.retry_after_s)}) from error
+        except QueueTimeout as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": str(NOT_READY_RETRY_S)}) from error
         headers = {"X-RTF": f"{result.rtf:.3f}", "X-Sample-Rate": str(result.sample_rate)}
         if body.response_format == "pcm":
             pcm = (np.clip(result.audio, -1, 1) * 32767).astype("<i2").tobytes()

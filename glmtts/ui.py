@@ -12,6 +12,7 @@ from glmtts.audio import write_wav
 from glmtts.batch import new_job_dir, parse_jsonl, parse_lines, run_batch
 from glmtts.frontend.replace_dict import parse_replace_dict
 from glmtts.pipeline import Pipeline, SynthesisRequest
+from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
                 SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options),
                 progress=lambda fraction, message: progress(fraction, desc=message),
             )
-        except SynthesisError as error:
+        except (SynthesisError, QueueFull, QueueTimeout) as error:
             raise gr.Error(str(error)) from error
         path = write_wav(singles_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav", result.audio, result.sample_rate)
         timings = {stage: round(seconds, 3) for stage, seconds in result.timings.items()}

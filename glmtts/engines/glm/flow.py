@@ -1,0 +1,285 @@
+"""GLM-TTS flow matching: speech tokens + prompt mel + speaker embedding -> 80-bin mel at 50 Hz.
+
+Loads the official `flow/config.yaml` (HyperPyYAML, read as plain data: no tag is executed) and
+`flow/flow.pt`, and integrates the DiT's velocity field with Euler steps on a cosine time schedule
+and classifier-free guidance, as upstream's `Flow.inference_with_cache` does without streaming.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from glmtts.engines.glm.dit import DiT, DiTSizes
+from glmtts.engines.glm.errors import CheckpointError
+from glmtts.engines.glm.state_dict import assign_state_dict, random_weight, read_torch_state_dict
+
+_LOGGER = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "flow.pt"
+_FLOW_SECTION = "flow"
+_SIZES_SECTION = "dit_sizes"  # our optional extension; the official file lacks it -> code defaults
+_WEIGHTS_WRAPPER_KEY = "model"
+_ROTARY_KEY = "estimator.rotary_embed.inv_freq"
+SPEAKER_DIM = 192
+_BIG_DIT = {"trans_dim": 1024, "depth": 22, "heads": 16}
+# Flow arguments that only matter for training.
+_TRAINING_ONLY = {"calc_prompt_mel_loss", "loss_type", "use_mdt", "use_wavlm_emb"}
+
+_OFFICIAL_CONFIG = """flow: !new:flow.flow.Flow
+    spkr_emb_adaLN: True
+    speech_token_cfg: False
+    remove_spkr_concat_condition: True
+    mel_dim: 80
+    mel_framerate: 50
+    input_frame_rate: 25
+"""
+_TINY_CONFIG_EXTRA = """    vocab_size: 32768
+    speech_token_dim: 16
+dit_sizes:
+    trans_dim: 64
+    depth: 2
+    heads: 2
+    dim_head: 32
+    ff_mult: 2
+    conv_layers: 2
+"""
+
+
+class _TagTolerantLoader(yaml.SafeLoader):
+    """YAML loader that reads HyperPyYAML tags (`!new:`, `!name:`, `!ref`, `!apply:` ...) as plain
+    mappings, lists and strings: nothing is imported, constructed or called."""
+
+
+def _construct_tagged(loader: _TagTolerantLoader, _suffix: str, node: yaml.Node) -> object:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_TagTolerantLoader.add_multi_constructor("!", _construct_tagged)
+
+
+def read_hyperpyyaml(path: Path) -> dict:
+    """A HyperPyYAML file as plain data (tags dropped, references left as strings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"flow config not found: {path}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagTolerantLoader)  # noqa: S506 - safe subclass
+    except yaml.YAMLError as error:
+        raise CheckpointError(f"cannot parse {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a YAML mapping")
+    return data
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Arguments of upstream's `Flow` (defaults as in its code) plus optional DiT size overrides."""
+
+    mel_dim: int = 80
+    speech_token_dim: int = 512
+    vocab_size: int = 100000
+    input_frame_rate: float = 12.5
+    mel_framerate: float = 86
+    spk_embed_dim: int = 80
+    spkr_emb_adaLN: bool = False  # noqa: N815 - upstream's name
+    remove_spkr_concat_condition: bool = False
+    speech_token_cfg: bool = True
+    t_scheduler: str = "cosine"
+    big_model: bool = False
+    dit_overrides: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> FlowConfig:
+        data = read_hyperpyyaml(path)
+        flow_args = data.get(_FLOW_SECTION)
+        if not isinstance(flow_args, dict):
+            raise CheckpointError(f"{path}: no '{_FLOW_SECTION}' mapping")
+        known = {f.name for f in fields(cls)} - {"dit_overrides"}
+        if flow_args.get("use_wavlm_emb"):
+            raise CheckpointError(f"{path}: use_wavlm_emb is not supported")
+        for key in sorted(set(flow_args) - known - _TRAINING_ONLY):
+            _LOGGER.warning("%s: ignoring unknown flow argument %r", path, key)
+        overrides = data.get(_SIZES_SECTION) or {}
+        allowed = {"trans_dim", "depth", "heads", "dim_head", "ff_mult", "conv_layers"}
+        if not isinstance(overrides, dict) or not set(overrides) <= allowed:
+            raise CheckpointError(f"{path}: '{_SIZES_SECTION}' may only set {sorted(allowed)}")
+        args = {key: value for key, value in flow_args.items() if key in known}
+        return cls(**args, dit_overrides={key: int(value) for key, value in overrides.items()})
+
+    def dit_sizes(self) -> DiTSizes:
+        sizes = DiTSizes(
+            text_emb_dim=self.speech_token_dim,
+            vocab_size=self.vocab_size,
+            mel_dim=self.mel_dim,
+            condition_dim=self.mel_dim if self.remove_spkr_concat_condition else self.mel_dim + self.spk_embed_dim,
+            speaker_dim=SPEAKER_DIM if self.spkr_emb_adaLN else 0,
+        )
+        if self.big_model:
+            sizes = replace(sizes, **_BIG_DIT)
+        return replace(sizes, **self.dit_overrides)
+
+    def mel_frames_for_tokens(self, n_tokens: int) -> int:
+        """Upstream's float arithmetic: int(n / 25 * 50) is 2n - 1 for some n (29, 57, 113, ...)."""
+        return int(n_tokens / self.input_frame_rate * self.mel_framerate)
+
+
+class _FlowModule(nn.Module):
+    """Parameter container with upstream's top-level names (`estimator.`, `spk_embed_affine_layer.`)."""
+
+    def __init__(self, config: FlowConfig) -> None:
+        super().__init__()
+        if not config.remove_spkr_concat_condition:
+            self.spk_embed_affine_layer = nn.Linear(SPEAKER_DIM, config.spk_embed_dim)
+        self.estimator = DiT(config.dit_sizes())
+
+
+class FlowDecoder:
+    """Owns the flow DiT and turns speech tokens into mel frames for one prompt voice."""
+
+    def __init__(self, module: _FlowModule, config: FlowConfig, device: torch.device, dtype: torch.dtype) -> None:
+        self._module = module
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def dit(self) -> DiT:
+        return self._module.estimator
+
+    @classmethod
+    def load(cls, flow_dir: Path, device: torch.device | str, dtype: torch.dtype = torch.float32) -> FlowDecoder:
+        flow_dir = Path(flow_dir)
+        config = FlowConfig.from_yaml(flow_dir / CONFIG_FILE)
+        weights = flow_dir / WEIGHTS_FILE
+        state = read_torch_state_dict(weights, wrapper_key=_WEIGHTS_WRAPPER_KEY)
+        with torch.device("meta"):
+            module = _FlowModule(config)
+        # The rotary frequencies are a buffer derived from the head width; accept a file without it.
+        inv_freq = state.get(_ROTARY_KEY)
+        if inv_freq is None:
+            inv_freq = _rotary_inv_freq(config.dit_sizes().dim_head)
+            state[_ROTARY_KEY] = inv_freq
+        device = torch.device(device)
+        assign_state_dict(module, state, weights, device, dtype)
+        module.estimator.rotary_embed.inv_freq = inv_freq.float().to(device)  # keep fp32 under fp16/bf16
+        sizes = config.dit_sizes()
+        _LOGGER.info(
+            "flow loaded from %s: DiT %d x %d, %d heads, vocab %d (%s, %s)",
+            flow_dir, sizes.depth, sizes.trans_dim, sizes.heads, sizes.vocab_size, device, dtype,
+        )
+        return cls(module, config, device, dtype)
+
+    def mel_frames_for_tokens(self, n_tokens: int) -> int:
+        return self.config.mel_frames_for_tokens(n_tokens)
+
+    @torch.inference_mode()
+    def tokens_to_mel(
+        self,
+        tokens: torch.Tensor,  # [T] speech-token ids (25 Hz)
+        prompt_tokens: torch.Tensor,  # [Tp]
+        prompt_mel: torch.Tensor,  # [Fp, 80] from audio_to_prompt_mel
+        speaker_embedding: torch.Tensor,  # [192] CAM++ embedding (normalised here)
+        generator: torch.Generator,
+        steps: int = 10,
+        cfg_strength: float = 0.7,
+    ) -> torch.Tensor:  # [F, 80] float32, prompt frames cut
+        """Euler-integrates the flow from one noise draw [1, frames, 80] (the only use of
+        `generator`) with guidance: v = (1 + s) v(cond) - s v(uncond), where the unconditional
+        branch has no prompt mel and no speaker (and no tokens if the config's speech_token_cfg)."""
+        if tokens.numel() == 0:
+            raise ValueError("no speech tokens to decode")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        mel_dim = self.config.mel_dim
+        if prompt_mel.ndim != 2 or prompt_mel.shape[1] != mel_dim:
+            raise ValueError(f"prompt mel must be [frames, {mel_dim}], got {tuple(prompt_mel.shape)}")
+        device = self.device
+        all_tokens = torch.cat([prompt_tokens.reshape(-1), tokens.reshape(-1)]).to(device, torch.long)[None]
+        frames = self.mel_frames_for_tokens(all_tokens.shape[1])
+        prompt_frames = prompt_mel.shape[0]
+
+        condition = torch.zeros(1, frames, mel_dim, device=device)  # [1, N, 80]
+        copied = min(prompt_frames, frames)
+        if copied:
+            condition[0, :copied] = prompt_mel[-copied:].to(device, torch.float32)
+        speaker = F.normalize(torch.as_tensor(speaker_embedding).float().reshape(1, -1).to(device), dim=1)
+        if not self.config.remove_spkr_concat_condition:
+            projected = self._module.spk_embed_affine_layer(speaker.to(self.dtype)).float()  # [1, spk_embed_dim]
+            condition = torch.cat([condition, projected[:, None].expand(-1, frames, -1)], dim=-1)
+
+        noise = torch.randn((1, frames, mel_dim), generator=generator, device=generator.device, dtype=torch.float32)
+        x = noise.to(device)  # [1, N, 80], the ODE state stays float32
+
+        guided = cfg_strength > 0
+        token_embedding = self.dit.embed_tokens(all_tokens, frames)  # [1, N, E]
+        if guided:
+            if self.config.speech_token_cfg:
+                token_embedding = torch.cat([token_embedding, self.dit.embed_tokens(torch.zeros_like(all_tokens), frames)])
+            condition = torch.cat([condition, torch.zeros_like(condition)])  # [2, N, C]
+            speaker = torch.cat([speaker, torch.zeros_like(speaker)])  # [2, 192]
+        batch = condition.shape[0]
+        condition = condition.to(self.dtype)
+        speaker = speaker.to(self.dtype)
+
+        schedule = self._time_schedule(steps)  # [steps + 1]
+        t = schedule[0]
+        dt = schedule[1] - schedule[0]
+        for step in range(1, steps + 1):
+            velocity = self.dit(
+                x.to(self.dtype).expand(batch, -1, -1), condition, token_embedding, t.expand(batch), speaker
+            ).float()
+            if guided:
+                velocity = (1.0 + cfg_strength) * velocity[:1] - cfg_strength * velocity[1:]
+            x = x + dt * velocity
+            # Upstream accumulates t and derives each dt from it; same float32 arithmetic here.
+            t = t + dt
+            if step < steps:
+                dt = schedule[step + 1] - t
+        return x[0, prompt_frames:]
+
+    def _time_schedule(self, steps: int) -> torch.Tensor:
+        span = torch.linspace(0, 1, steps + 1, device=self.device)
+        if self.config.t_scheduler == "cosine":
+            span = 1 - torch.cos(span * 0.5 * math.pi)
+        return span
+
+
+def _rotary_inv_freq(dim_head: int) -> torch.Tensor:
+    return 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head))
+
+
+def write_random_flow(flow_dir: Path, size: str, seed: int = 0) -> None:
+    """Writes `config.yaml` (official text; tiny adds a smaller vocabulary and `dit_sizes`) and a
+    random `flow.pt` with the official key names, deterministic for `seed`."""
+    if size not in ("tiny", "full"):
+        raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
+    flow_dir = Path(flow_dir)
+    flow_dir.mkdir(parents=True, exist_ok=True)
+    text = _OFFICIAL_CONFIG + (_TINY_CONFIG_EXTRA if size == "tiny" else "")
+    (flow_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
+    config = FlowConfig.from_yaml(flow_dir / CONFIG_FILE)
+    with torch.device("meta"):
+        shapes = _FlowModule(config).state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    state = OrderedDict()
+    for name, meta in shapes.items():
+        if name == _ROTARY_KEY:
+            state[name] = _rotary_inv_freq(config.dit_sizes().dim_head)
+        else:
+            state[name] = random_weight(name, tuple(meta.shape), generator)
+    torch.save(state, flow_dir / WEIGHTS_FILE)

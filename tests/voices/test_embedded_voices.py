@@ -1,0 +1,136 @@
+"""The two embedded neural voices on their real weights: what a listener would check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from glmtts.engines.embedded.english import PiperEnglishVoice
+from glmtts.engines.embedded.mandarin import BakerMandarinVoice, asset_dir
+from glmtts.engines.embedded.tflite_rewrite import custom_op_names
+from tests.voices.asr import transcribe, word_errors
+
+HARVARD_LIST_1 = [
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It's easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+    "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.",
+    "The hogs were fed chopped corn and garbage.",
+    "Four hours of steady work faced us.",
+    "A large size in stockings is hard to sell.",
+]
+MAX_WER = 0.12
+
+# 中文语音合成系统，效果很好。 as GLM-TTS phonemes.
+ZH_SENTENCE = "ZH ONG1 UEN2 V3 IN1 H E2 CH ENG2 X I4 T ONG3 , X IAO4 G UO3 H EN3 H AO3 .".split()
+ZH_FOUR = "N I3 H AO3 P ENG2 IOU3".split()  # 你好朋友
+ZH_TWELVE = "J IN1 T IAN1 T IAN1 Q I4 F EI1 CH ANG2 H AO3 , W O3 M EN5 Q U4 G ONG1 Y UAN2 .".split()
+
+
+def rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+
+
+@pytest.fixture(scope="module")
+def english() -> PiperEnglishVoice:
+    voice = PiperEnglishVoice()
+    voice.load("cpu")
+    return voice
+
+
+@pytest.fixture(scope="module")
+def mandarin(tmp_path_factory) -> BakerMandarinVoice:
+    voice = BakerMandarinVoice(tmp_path_factory.mktemp("tflite-cache"))
+    voice.load("cpu")
+    return voice
+
+
+def test_english_is_intelligible_and_plausibly_timed(english):
+    errors = words = 0
+    for sentence in HARVARD_LIST_1:
+        audio = english.text_to_audio(sentence)
+        assert audio.dtype == np.float32 and audio.ndim == 1
+        assert 1.5 < len(audio) / english.sample_rate < 6.0, sentence
+        assert np.abs(audio).max() <= 1.0 and 0.01 < rms(audio) < 0.3
+        heard = transcribe(audio, english.sample_rate)
+        sentence_errors, sentence_words = word_errors(sentence, heard)
+        print(f"{sentence!r} -> {heard!r} ({sentence_errors}/{sentence_words})")
+        errors, words = errors + sentence_errors, words + sentence_words
+    print(f"English WER through Whisper tiny.en on Harvard list 1: {errors / words:.1%}")
+    assert errors / words <= MAX_WER
+
+
+def test_english_length_follows_text_and_speed(english):
+    short = english.text_to_audio("Rice is often served in round bowls.")
+    long = english.text_to_audio(" ".join(HARVARD_LIST_1[:3]))
+    fast = english.text_to_audio("Rice is often served in round bowls.", speed=1.5)
+    assert len(long) > 2 * len(short)
+    assert len(fast) < 0.8 * len(short)
+    assert english.sample_rate == 22050
+
+
+def test_english_pronunciation_override_is_spoken(english):
+    words = english.text_to_phonemes("Hello world")
+    assert len(words) == 2 and "l" in words[0]
+    audio = english.phonemes_to_audio(["həlˈoʊ", "wˈɜːld"])
+    assert 0.4 < len(audio) / english.sample_rate < 3.0 and rms(audio) > 0.01
+    assert word_errors("hello world", transcribe(audio, english.sample_rate))[0] == 0
+    with pytest.raises(ValueError, match="😀"):
+        english.phonemes_to_audio(["h😀"])
+
+
+def test_mandarin_audio_is_loud_enough_and_deterministic(mandarin):
+    audio = mandarin.phonemes_to_audio(ZH_SENTENCE)
+    assert mandarin.sample_rate == 24000 and audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.02 < rms(audio) < 0.3 and np.abs(audio).max() <= 1.0
+    syllables = 12 + 4
+    assert 0.12 < len(audio) / mandarin.sample_rate / syllables < 0.4
+    # Dropout is gone from the rewritten model, so the voice is a pure function of its input.
+    np.testing.assert_array_equal(audio, mandarin.phonemes_to_audio(ZH_SENTENCE))
+
+
+def test_mandarin_length_follows_syllables_pauses_and_speed(mandarin):
+    four = mandarin.phonemes_to_audio(ZH_FOUR)
+    twelve = mandarin.phonemes_to_audio(ZH_TWELVE)
+    assert len(twelve) > 2.2 * len(four)
+    plain = [p for p in ZH_SENTENCE if p not in ",."]
+    paused = plain[:6] + ["."] + plain[6:]
+    assert len(mandarin.phonemes_to_audio(paused)) > len(mandarin.phonemes_to_audio(plain)) + 0.2 * mandarin.sample_rate
+    assert len(mandarin.phonemes_to_audio(ZH_TWELVE, speed=1.5)) < 0.8 * len(twelve)
+
+
+def test_mandarin_maps_glm_spellings_to_baker(mandarin):
+    chunks = mandarin.phonemes_to_symbols("J U3 SH UI3 L IU2 H UN4 Z I1 R I4 AN4 ER2".split())
+    assert [symbols for symbols, _ in chunks] == [
+        "sil j v3 #0 sh uei3 #0 l iou2 #0 h uen4 #0 z ii1 #0 r iii4 #0 ^ an4 #0 ^ er2 sil eos".split()
+    ]
+    with_comma = mandarin.phonemes_to_symbols("N I3 , H AO3".split())
+    assert with_comma[0][0] == "sil n i3 #3 h ao3 sil eos".split()
+
+
+def test_mandarin_rejects_unknown_symbols_by_name(mandarin):
+    with pytest.raises(ValueError, match=r"XYZ3.*\bB\b"):
+        mandarin.phonemes_to_audio(["N", "I3", "XYZ3", "B"])
+
+
+def test_mandarin_long_input_is_chunked(mandarin):
+    long = ZH_FOUR * 30  # 120 syllables, no pauses, slowed down
+    chunks = mandarin.phonemes_to_symbols(long, speed=0.5)
+    assert len(chunks) >= 5
+    audio = mandarin.phonemes_to_audio(long, speed=0.5)
+    assert 0.25 < len(audio) / mandarin.sample_rate / 120 < 0.8 and rms(audio) > 0.02
+
+
+def test_rewritten_fastspeech2_runs_on_builtin_ops_only(mandarin):
+    source = asset_dir() / "fastspeech2_quan.tflite"
+    assert "FlexRandomUniform" in custom_op_names(source.read_bytes())
+    rewritten = mandarin.acoustic_model_path
+    assert rewritten.stat().st_mtime == mandarin.acoustic_model_path.stat().st_mtime  # cached, not rebuilt
+    assert custom_op_names(rewritten.read_bytes()) == []
+    interpreter = Interpreter(model_path=str(rewritten), experimental_op_resolver_type=OpResolverType.BUILTIN)
+    interpreter.allocate_tensors()
+    assert [d["name"] for d in interpreter.get_input_details()][0] == "input_ids"
