@@ -28,7 +28,7 @@ MAX_WER = 0.12
 # 中文语音合成系统，效果很好。 as GLM-TTS phonemes.
 ZH_SENTENCE = "ZH ONG1 UEN2 V3 IN1 H E2 CH ENG2 X I4 T ONG3 , X IAO4 G UO3 H EN3 H AO3 .".split()
 ZH_FOUR = "N I3 H AO3 P ENG2 IOU3".split()  # 你好朋友
-ZH_TWELVE = "J IN1 T IAN1 T IAN1 Q I4 F EI1 CH ANG2 H AO3 , W O3 M EN5 Q U4 G ONG1 Y UAN2 .".split()
+ZH_TWELVE = "J IN1 T IAN1 T IAN1 Q I4 F EI1 CH ANG2 H AO3 , UO3 M EN5 Q V4 G ONG1 VAN2 .".split()  # 今天天气非常好，我们去公园。
 
 
 def rms(audio: np.ndarray) -> float:
@@ -98,7 +98,7 @@ def test_mandarin_length_follows_syllables_pauses_and_speed(mandarin):
     twelve = mandarin.phonemes_to_audio(ZH_TWELVE)
     assert len(twelve) > 2.2 * len(four)
     plain = [p for p in ZH_SENTENCE if p not in ",."]
-    paused = plain[:6] + ["."] + plain[6:]
+    paused = plain[:5] + ["."] + plain[5:]
     assert len(mandarin.phonemes_to_audio(paused)) > len(mandarin.phonemes_to_audio(plain)) + 0.2 * mandarin.sample_rate
     assert len(mandarin.phonemes_to_audio(ZH_TWELVE, speed=1.5)) < 0.8 * len(twelve)
 
@@ -108,6 +108,8 @@ def test_mandarin_maps_glm_spellings_to_baker(mandarin):
     assert [symbols for symbols, _ in chunks] == [
         "sil j v3 #0 sh uei3 #0 l iou2 #0 h uen4 #0 z ii1 #0 r iii4 #0 ^ an4 #0 ^ er2 sil eos".split()
     ]
+    pinyin = mandarin.phonemes_to_symbols("W O3 M EN5 Q U4 G ONG1 Y UAN2 Y OU3 Y I1 ZH I1 N AR3".split())
+    assert pinyin[0][0] == "sil ^ uo3 #0 m en5 #0 q v4 #0 g ong1 #0 ^ van2 #0 ^ iou3 #0 ^ i1 #0 zh iii1 #0 n a3 er5 sil eos".split()
     with_comma = mandarin.phonemes_to_symbols("N I3 , H AO3".split())
     assert with_comma[0][0] == "sil n i3 #3 h ao3 sil eos".split()
 

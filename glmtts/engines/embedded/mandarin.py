@@ -67,6 +67,9 @@ _FINAL_ALIASES = {"UI": "UEI", "IU": "IOU", "UN": "UEN", "IO": "IOU", "Ü": "V",
 _PALATALS = frozenset({"J", "Q", "X"})
 _PALATAL_ALIASES = {"U": "V", "UE": "VE", "UAN": "VAN", "UN": "VN"}
 _DENTALS = frozenset({"Z", "C", "S"})
+# Pinyin's spelled-out zero initials: "Y"/"W" plus a final as written in pinyin.
+_GLIDES = frozenset({"Y", "W"})
+_Y_ALIASES = {"U": "V", "UE": "VE", "UAN": "VAN", "UN": "VN", "OU": "IOU", "ONG": "IONG"}
 _RETROFLEXES = frozenset({"ZH", "CH", "SH", "R"})
 
 
@@ -153,7 +156,11 @@ class BakerMandarinVoice:
         if len(final) < 2 or final[-1] not in _TONES:
             raise SynthesisError(f"Mandarin phoneme {final!r} has no tone digit 1-5")
         base, tone = final[:-1], final[-1]
-        if initial in _PALATALS:
+        if initial == "Y":
+            base = _Y_ALIASES.get(base, base if base.startswith(("I", "V", "Ü")) else "I" + base)
+        elif initial == "W":
+            base = base if base.startswith("U") else "U" + base
+        elif initial in _PALATALS:
             base = _PALATAL_ALIASES.get(base, base)
         elif initial in _DENTALS and base == "I":
             base = "II"
@@ -179,10 +186,11 @@ class BakerMandarinVoice:
         initial: str | None = None
         for raw in phonemes:
             symbol = raw.strip().upper()
-            if symbol.lower() in self._inventory.initials or symbol in _SHORT_PAUSE or symbol in _LONG_PAUSE:
+            is_initial = symbol.lower() in self._inventory.initials or symbol in _GLIDES
+            if is_initial or symbol in _SHORT_PAUSE or symbol in _LONG_PAUSE:
                 if initial is not None:
                     unknown.append(f"{initial} (initial without final)")
-                initial = symbol if symbol.lower() in self._inventory.initials else None
+                initial = symbol if is_initial else None
                 if symbol in _LONG_PAUSE:
                     sentences.append([[]])
                 elif symbol in _SHORT_PAUSE:
@@ -193,7 +201,7 @@ class BakerMandarinVoice:
             except SynthesisError:
                 unknown.append(raw)
             else:
-                head = initial.lower() if initial is not None else _ZERO_INITIAL
+                head = initial.lower() if initial is not None and initial not in _GLIDES else _ZERO_INITIAL
                 sentences[-1][-1].append([head, *finals])
             initial = None
         if initial is not None:

@@ -136,7 +136,9 @@ class _TokenEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, dim: int, conv_layers: int) -> None:
         super().__init__()
-        self.text_embed = nn.Embedding(vocab_size + 1, dim)
+        # An explicit (uninitialised) weight skips normal_ init, which on the meta device goes
+        # through torch's Python decompositions and costs seconds of imports at load time.
+        self.text_embed = nn.Embedding(vocab_size + 1, dim, _weight=torch.empty(vocab_size + 1, dim))
         self.text_blocks = nn.Sequential(*[_ConvNeXtV2Block(dim, dim * 2) for _ in range(conv_layers)])
 
     def forward(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:  # [B, T] -> [B, frames, C]
@@ -192,13 +194,18 @@ class _RotaryEmbedding(nn.Module):
 
     def __init__(self, dim_head: int) -> None:
         super().__init__()
-        inv_freq = 1.0 / (_ROPE_BASE ** (torch.arange(0, dim_head, 2).float() / dim_head))
-        self.register_buffer("inv_freq", inv_freq)
+        self.register_buffer("inv_freq", rotary_inv_freq(dim_head))
 
     def cos_sin(self, frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(frames, device=device).float()
         angles = torch.outer(positions, self.inv_freq.float()).repeat_interleave(2, dim=-1)  # [N, dim_head]
         return angles.cos(), angles.sin()
+
+
+def rotary_inv_freq(dim_head: int) -> torch.Tensor:
+    """[dim_head / 2] rotary frequencies, always computed on the CPU (also under a meta-device
+    context, where the arithmetic would go through slow Python decompositions)."""
+    return 1.0 / (_ROPE_BASE ** (torch.arange(0, dim_head, 2, device="cpu").float() / dim_head))
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

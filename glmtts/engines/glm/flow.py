@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from glmtts.engines.glm.dit import DiT, DiTSizes
+from glmtts.engines.glm.dit import DiT, DiTSizes, rotary_inv_freq
 from glmtts.engines.glm.errors import CheckpointError
 from glmtts.engines.glm.state_dict import assign_state_dict, random_weight, read_torch_state_dict
 
@@ -78,7 +78,7 @@ def read_hyperpyyaml(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"flow config not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagTolerantLoader)  # noqa: S506 - safe subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagTolerantLoader)
     except yaml.YAMLError as error:
         raise CheckpointError(f"cannot parse {path}: {error}") from error
     if not isinstance(data, dict):
@@ -96,7 +96,7 @@ class FlowConfig:
     input_frame_rate: float = 12.5
     mel_framerate: float = 86
     spk_embed_dim: int = 80
-    spkr_emb_adaLN: bool = False  # noqa: N815 - upstream's name
+    spkr_emb_adaLN: bool = False
     remove_spkr_concat_condition: bool = False
     speech_token_cfg: bool = True
     t_scheduler: str = "cosine"
@@ -172,7 +172,7 @@ class FlowDecoder:
         # The rotary frequencies are a buffer derived from the head width; accept a file without it.
         inv_freq = state.get(_ROTARY_KEY)
         if inv_freq is None:
-            inv_freq = _rotary_inv_freq(config.dit_sizes().dim_head)
+            inv_freq = rotary_inv_freq(config.dit_sizes().dim_head)
             state[_ROTARY_KEY] = inv_freq
         device = torch.device(device)
         assign_state_dict(module, state, weights, device, dtype)
@@ -180,7 +180,13 @@ class FlowDecoder:
         sizes = config.dit_sizes()
         _LOGGER.info(
             "flow loaded from %s: DiT %d x %d, %d heads, vocab %d (%s, %s)",
-            flow_dir, sizes.depth, sizes.trans_dim, sizes.heads, sizes.vocab_size, device, dtype,
+            flow_dir,
+            sizes.depth,
+            sizes.trans_dim,
+            sizes.heads,
+            sizes.vocab_size,
+            device,
+            dtype,
         )
         return cls(module, config, device, dtype)
 
@@ -259,10 +265,6 @@ class FlowDecoder:
         return span
 
 
-def _rotary_inv_freq(dim_head: int) -> torch.Tensor:
-    return 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head))
-
-
 def write_random_flow(flow_dir: Path, size: str, seed: int = 0) -> None:
     """Writes `config.yaml` (official text; tiny adds a smaller vocabulary and `dit_sizes`) and a
     random `flow.pt` with the official key names, deterministic for `seed`."""
@@ -279,7 +281,7 @@ def write_random_flow(flow_dir: Path, size: str, seed: int = 0) -> None:
     state = OrderedDict()
     for name, meta in shapes.items():
         if name == _ROTARY_KEY:
-            state[name] = _rotary_inv_freq(config.dit_sizes().dim_head)
+            state[name] = rotary_inv_freq(config.dit_sizes().dim_head)
         else:
             state[name] = random_weight(name, tuple(meta.shape), generator)
     torch.save(state, flow_dir / WEIGHTS_FILE)

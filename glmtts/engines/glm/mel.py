@@ -30,9 +30,7 @@ def hop_length(target_rate: int) -> int:
     return _stft_size(target_rate)[1]
 
 
-def audio_to_prompt_mel(
-    audio: np.ndarray, sample_rate: int, target_rate: int, device: torch.device | str
-) -> torch.Tensor:
+def audio_to_prompt_mel(audio: np.ndarray, sample_rate: int, target_rate: int, device: torch.device | str) -> torch.Tensor:
     """Mono audio -> float32 log mel [frames, 80] at `target_rate`, floor(samples / hop) frames.
 
     As upstream: resample, reflect-pad (n_fft - hop) / 2 on both sides, STFT without centering
@@ -94,7 +92,8 @@ def _sinc_kernel(orig: int, new: int, device: torch.device) -> tuple[torch.Tenso
     cutoff = min(orig, new) * _RESAMPLE_ROLLOFF
     width = math.ceil(_RESAMPLE_ZERO_CROSSINGS * orig / cutoff)
     taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # [taps]
-    phase_offsets = -torch.arange(new, dtype=torch.float64)[:, None] / new  # [new, 1]
+    # torchaudio forms the output phase offsets in float32 before mixing them with the float64 taps
+    phase_offsets = (torch.arange(0, -new, -1, dtype=torch.float32)[:, None] / new).double()  # [new, 1]
     t = ((phase_offsets + taps) * cutoff).clamp(-_RESAMPLE_ZERO_CROSSINGS, _RESAMPLE_ZERO_CROSSINGS)
     window = torch.cos(t * math.pi / _RESAMPLE_ZERO_CROSSINGS / 2) ** 2
     t = t * math.pi

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -179,7 +179,8 @@ class _SelfAttention(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:  # [B, T, d] -> [B, heads, T, d / heads]
             return t.view(batch, frames, self.heads, width // self.heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), attn_mask=allowed)
+        query, key, value = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed)  # [B, heads, T, d / heads]
         return self.out_proj(out.transpose(1, 2).reshape(batch, frames, width))
 
 
@@ -241,13 +242,17 @@ def _is_unused_key(name: str, config: SpeechTokenizerConfig) -> bool:
     if name in UNUSED_KEYS:
         return True
     parts = name.split(".")
-    return parts[0] == "layers" and parts[1].isdigit() and config.quantize_position <= int(parts[1]) < config.encoder_layers
+    if len(parts) < 3 or parts[0] != "layers" or not parts[1].isdigit():
+        return False
+    return config.quantize_position <= int(parts[1]) < config.encoder_layers
 
 
 class SpeechTokenizer:
     """Owns the WhisperVQ encoder on one device and turns prompt audio into speech-token ids."""
 
-    def __init__(self, config: SpeechTokenizerConfig, encoder: WhisperVQEncoder, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, config: SpeechTokenizerConfig, encoder: WhisperVQEncoder, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.config = config
         self.encoder = encoder
         self.device = device
@@ -279,9 +284,7 @@ class SpeechTokenizer:
                         raise CheckpointError(f"{path}: key {key} has shape {list(shape)}, expected {list(expected[name])}")
                     tensor_dtype = torch.float32 if name == CODEBOOK_KEY else dtype
                     state[name] = weights.get_tensor(key).to(device=device, dtype=tensor_dtype)
-        except CheckpointError:
-            raise
-        except Exception as error:  # a truncated or foreign file: safetensors raises its own errors
+        except SafetensorError as error:  # a truncated or foreign file
             raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from error
         missing = sorted(set(expected) - set(state))
         if missing:
@@ -290,7 +293,13 @@ class SpeechTokenizer:
         encoder.eval()
         _LOGGER.info(
             "Speech tokenizer loaded from %s: %d layers, d_model %d, %d codes, %s %s, %.2f s",
-            directory, config.quantize_position, config.d_model, config.quantize_vocab_size, device, dtype, time.perf_counter() - started,
+            directory,
+            config.quantize_position,
+            config.d_model,
+            config.quantize_vocab_size,
+            device,
+            dtype,
+            time.perf_counter() - started,
         )
         return cls(config, encoder, device, dtype)
 
@@ -298,9 +307,10 @@ class SpeechTokenizer:
     def audio_to_tokens(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
         """Speech-token ids [T] (int64, on the CPU) of mono audio: ceil(seconds x 25) per 30 s chunk."""
         config = self.config
-        samples = resample(np.asarray(audio, dtype=np.float32), sample_rate, config.sampling_rate)
-        if samples.size == 0:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.size == 0:
             return torch.zeros(0, dtype=torch.long)
+        samples = resample(audio, sample_rate, config.sampling_rate)
         step = config.chunk_samples
         chunks = [samples[start : start + step] for start in range(0, len(samples), step)]
         # Upstream runs the chunks of one audio as one batch padded to the longest chunk (rounded

@@ -25,7 +25,7 @@ def read_torch_state_dict(path: Path, wrapper_key: str | None = None) -> dict[st
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as error:  # any unpickling failure means a bad or foreign file
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if wrapper_key is not None and isinstance(state, Mapping) and isinstance(state.get(wrapper_key), Mapping):
         state = state[wrapper_key]
@@ -55,9 +55,7 @@ def assign_state_dict(
         raise CheckpointError(f"{path}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected)")
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: key {key!r} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
-            )
+            raise CheckpointError(f"{path}: key {key!r} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
     module.load_state_dict(state, strict=True, assign=True)
     return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
 

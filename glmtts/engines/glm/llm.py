@@ -1,0 +1,327 @@
+"""The speech LM: a Llama decoder that continues `[text, <|begin_of_audio|>, speech]` with speech tokens.
+
+Built from `llm/config.json` on the meta device; the weights are memory-mapped from the safetensors
+shards named by `model.safetensors.index.json` (or one `model.safetensors`), checked key by key and
+shape by shape, and assigned straight to the device and dtype. Decoding is KV-cached, one token per
+step, with the sampling of `sampling.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+from glmtts.engines.glm.errors import CheckpointError
+from glmtts.engines.glm.sampling import SamplingConfig, sample_token
+from glmtts.engines.glm.text_tokenizer import SpeechTokenIds
+
+_LOGGER = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+TIED_HEAD_KEY = "lm_head.weight"
+
+
+class SpeechLM:
+    """Owns the Llama weights and turns a prompt of ids into speech tokens (ids relative to ats)."""
+
+    def __init__(self, model: LlamaForCausalLM, speech_ids: SpeechTokenIds, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.speech_ids = speech_ids
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def load(
+        cls, llm_dir: Path, device: torch.device | str, dtype: torch.dtype, speech_ids: SpeechTokenIds
+    ) -> SpeechLM:
+        """Build the model from `config.json` and assign the memory-mapped weights strictly."""
+        llm_dir = Path(llm_dir)
+        device = torch.device(device)
+        config = read_config(llm_dir)
+        if config.vocab_size <= speech_ids.audio_end:
+            raise CheckpointError(
+                f"{llm_dir / CONFIG_FILE}: vocab_size {config.vocab_size} does not cover the speech tokens "
+                f"(<|audio_32767|> is id {speech_ids.audio_end})"
+            )
+        with torch.device("meta"):
+            model = LlamaForCausalLM(config)
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        if config.tie_word_embeddings:
+            del expected[TIED_HEAD_KEY]
+        state = _read_weights(llm_dir, expected, device, dtype)
+        model.load_state_dict(state, strict=False, assign=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        # Non-persistent rotary buffers stay float32 and are computed on the real device.
+        model.model.rotary_emb = LlamaRotaryEmbedding(config).to(device)
+        model.eval().requires_grad_(False)
+        _LOGGER.info(
+            "Speech LM: %d layers, hidden %d, vocab %d, %s on %s",
+            config.num_hidden_layers, config.hidden_size, config.vocab_size, dtype, device,
+        )  # fmt: skip
+        return cls(model, speech_ids, device, dtype)
+
+    @property
+    def parameter_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """Logits of every position in one pass without a cache: [T, vocab] float32."""
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        return self.model(input_ids=input_ids, use_cache=False).logits[0].float()
+
+    def start(self, prompt_ids: list[int]) -> tuple[Decoding, torch.Tensor]:
+        """Prefill the prompt; returns the decoding state and the next-token logits [vocab] float32."""
+        decoding = Decoding(self.model, self.device)
+        return decoding, decoding.feed(prompt_ids)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt_ids: list[int],
+        min_new: int,
+        max_new: int,
+        sampling: SamplingConfig,
+        generator: torch.Generator,
+        forced_length: int | None = None,
+    ) -> list[int]:
+        """Sample speech tokens after the prompt; ids relative to `<|audio_0|>`.
+
+        Stops at the end token (never before `min_new` tokens) or after `max_new` tokens. With
+        `forced_length` (benchmarks) exactly that many tokens are drawn, all from the speech range.
+        """
+        ids = self.speech_ids
+        outside_speech = None  # [vocab] bool, forced mode only
+        if forced_length is not None:
+            min_new = max_new = forced_length
+            outside_speech = torch.ones(self.model.config.vocab_size, dtype=torch.bool, device=self.device)
+            outside_speech[ids.audio_start : ids.audio_end + 1] = False
+        decoding, logits = self.start(prompt_ids)
+        tokens: list[int] = []
+        while len(tokens) < max_new:
+            if outside_speech is not None:
+                logits = logits.masked_fill(outside_speech, -math.inf)
+            token = sample_token(
+                logits.log_softmax(dim=-1), tokens, ids.end_of_speech, len(tokens) >= min_new, sampling, generator
+            )
+            if token == ids.end_of_speech:
+                break
+            tokens.append(token)
+            if len(tokens) < max_new:
+                logits = decoding.feed([token])
+        return [token - ids.audio_start for token in tokens]
+
+
+class Decoding:
+    """One sequence's KV cache and position: feed ids, get the logits after the last one."""
+
+    def __init__(self, model: LlamaForCausalLM, device: torch.device):
+        self._model = model
+        self._device = device
+        self._cache = DynamicCache(config=model.config)
+
+    @torch.inference_mode()
+    def feed(self, ids: list[int]) -> torch.Tensor:
+        """Append `ids` to the sequence; logits for the next position: [vocab] float32."""
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self._device)  # [1, n]
+        out = self._model(input_ids=input_ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].float()
+
+
+def read_config(llm_dir: Path) -> LlamaConfig:
+    """Parse `llm/config.json` into a LlamaConfig (sdpa attention)."""
+    path = Path(llm_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"missing LLM config {path}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+    if values.get("model_type") != "llama":
+        raise CheckpointError(f"{path}: model_type is {values.get('model_type')!r}, expected 'llama'")
+    values.pop("torch_dtype", None)
+    values.pop("dtype", None)
+    config = LlamaConfig(**values)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def _weight_files(llm_dir: Path) -> dict[str, Path]:
+    """Key -> shard file, from the index json or the one safetensors file."""
+    index_path = llm_dir / INDEX_FILE
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{index_path}: unreadable weight_map ({error!r})") from error
+        return {key: llm_dir / name for key, name in weight_map.items()}
+    single = llm_dir / SINGLE_FILE
+    if not single.is_file():
+        raise CheckpointError(f"missing LLM weights: neither {index_path} nor {single} exists")
+    with safe_open(single, framework="pt") as handle:
+        return {key: single for key in handle.keys()}
+
+
+def _read_weights(
+    llm_dir: Path, expected: dict[str, tuple[int, ...]], device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    files = _weight_files(llm_dir)
+    missing = [key for key in expected if key not in files]
+    if missing:
+        raise CheckpointError(f"{llm_dir / INDEX_FILE}: missing key {missing[0]!r} ({len(missing)} missing)")
+    unexpected = [key for key in files if key not in expected]
+    if unexpected:
+        raise CheckpointError(f"{llm_dir}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected)")
+    by_file: dict[Path, list[str]] = defaultdict(list)
+    for key, path in files.items():
+        by_file[path].append(key)
+    state: dict[str, torch.Tensor] = {}
+    for path, keys in sorted(by_file.items()):
+        if not path.is_file():
+            raise CheckpointError(f"missing LLM weight shard {path} (holds {keys[0]!r})")
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            present = set(handle.keys())
+            for key in keys:
+                if key not in present:
+                    raise CheckpointError(f"{path}: missing key {key!r} (the index puts it in this shard)")
+                shape = tuple(handle.get_slice(key).get_shape())
+                if shape != expected[key]:
+                    raise CheckpointError(f"{path}: key {key!r} has shape {shape}, expected {expected[key]}")
+                state[key] = handle.get_tensor(key).to(device=device, dtype=dtype)
+    return state
+
+
+# ----------------------------------------------------------------------------- random weights
+
+
+@dataclass(frozen=True)
+class _LLMSizes:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    ffn: int
+
+
+_SIZES = {
+    "tiny": _LLMSizes(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128),
+    "full": _LLMSizes(hidden=2048, layers=28, heads=16, kv_heads=4, ffn=6144),
+}
+# The official split: layers 0-20 and part of layer 21 in the first shard.
+_FIRST_SHARD_LAST_LAYER = 21
+_SECOND_SHARD_IN_SPLIT_LAYER = ("input_layernorm", "mlp.down_proj", "post_attention_layernorm")
+_FLOAT32_BYTES = 4
+_EMBEDDING_STD = 0.1
+
+
+def write_random_llm(llm_dir: Path, size: str, vocab_size: int, seed: int = 0) -> None:
+    """Write `config.json`, two fp32 safetensors shards and the index json, in the official layout."""
+    if size not in _SIZES:
+        raise ValueError(f"size must be one of {sorted(_SIZES)}, not {size!r}")
+    sizes = _SIZES[size]
+    llm_dir = Path(llm_dir)
+    llm_dir.mkdir(parents=True, exist_ok=True)
+    head_dim = sizes.hidden // sizes.heads
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "hidden_size": sizes.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": sizes.ffn,
+        "max_position_embeddings": 8192,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": sizes.heads,
+        "num_hidden_layers": sizes.layers,
+        "num_key_value_heads": sizes.kv_heads,
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+    (llm_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {"model.embed_tokens.weight": (vocab_size, sizes.hidden), "model.norm.weight": (sizes.hidden,)}
+    for layer in range(sizes.layers):
+        prefix = f"model.layers.{layer}."
+        shapes.update({
+            prefix + "input_layernorm.weight": (sizes.hidden,),
+            prefix + "post_attention_layernorm.weight": (sizes.hidden,),
+            prefix + "self_attn.q_proj.weight": (sizes.heads * head_dim, sizes.hidden),
+            prefix + "self_attn.k_proj.weight": (sizes.kv_heads * head_dim, sizes.hidden),
+            prefix + "self_attn.v_proj.weight": (sizes.kv_heads * head_dim, sizes.hidden),
+            prefix + "self_attn.o_proj.weight": (sizes.hidden, sizes.heads * head_dim),
+            prefix + "mlp.gate_proj.weight": (sizes.ffn, sizes.hidden),
+            prefix + "mlp.up_proj.weight": (sizes.ffn, sizes.hidden),
+            prefix + "mlp.down_proj.weight": (sizes.hidden, sizes.ffn),
+        })  # fmt: skip
+    names = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+    last_first = min(_FIRST_SHARD_LAST_LAYER, sizes.layers // 2)
+    weight_map = {key: names[_shard_of(key, last_first)] for key in sorted(shapes)}
+    for name in names:
+        keys = [key for key, shard in weight_map.items() if shard == name]
+        _write_safetensors(llm_dir / name, {key: shapes[key] for key in keys}, generator)
+    total = sum(math.prod(shape) * _FLOAT32_BYTES for shape in shapes.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (llm_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def _shard_of(key: str, last_first: int) -> int:
+    if key == "model.embed_tokens.weight":
+        return 0
+    if not key.startswith("model.layers."):
+        return 1
+    layer = int(key.split(".")[2])
+    if layer < last_first:
+        return 0
+    if layer > last_first:
+        return 1
+    return int(any(f".{part}." in key for part in _SECOND_SHARD_IN_SPLIT_LAYER))
+
+
+def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], generator: torch.Generator) -> None:
+    """Write random fp32 tensors as a safetensors file one tensor at a time (the full LLM is 6 GB)."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key, shape in shapes.items():
+        size = math.prod(shape) * _FLOAT32_BYTES
+        header[key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with path.open("wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        for key, shape in shapes.items():
+            handle.write(_random_tensor(key, shape, generator).numpy().tobytes())
+
+
+def _random_tensor(key: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Norm weights near one, fan-in scaled matrices; small embeddings keep the tied head from copying
+    its input, so a random model samples varied tokens."""
+    if len(shape) == 1:
+        return 1.0 + 0.1 * torch.randn(shape, generator=generator)
+    if key == "model.embed_tokens.weight":
+        return _EMBEDDING_STD * torch.randn(shape, generator=generator)
+    return torch.randn(shape, generator=generator) / math.sqrt(shape[1])

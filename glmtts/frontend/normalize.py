@@ -1,0 +1,374 @@
+"""Text cleanup and normalization: raw text -> speakable Chinese or English sentences.
+
+Cleanup (markdown, emoji, full-width forms, brackets, line ends) runs on the whole text; then each
+sentence is normalized as Chinese when it holds a Han character, else as English. Numbers, dates,
+money and units go through WeTextProcessing's compiled grammars (`wetext`), with our own rewrites
+around its known defects (see `en_numbers`). Only clauses that hold digits or symbols reach the
+grammars, which keeps long texts fast. Inline overrides are replaced by sentinel characters by the
+caller and pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+
+from glmtts.frontend.en_numbers import expand_numbers, spell_remaining_digits
+from glmtts.frontend.text_utils import CJK_RANGES, EN_SENTINEL, LATIN_LETTERS, ZH_SENTINEL
+
+_LOGGER = logging.getLogger(__name__)
+
+_SENTINELS = ZH_SENTINEL + EN_SENTINEL
+_SENTINEL_SPLIT_RE = re.compile(f"([{_SENTINELS}])")
+_ZH_RE = re.compile(f"[{CJK_RANGES}{ZH_SENTINEL}]")  # what makes a sentence Chinese
+_LATIN_RE = re.compile(f"[{LATIN_LETTERS}{EN_SENTINEL}]")
+
+# ------------------------------------------------------------------------------------ cleanup
+_MARKDOWN_RULES: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"```[\w+-]*"), "\n"),
+    (re.compile(r"!\[([^\]\n]*)\]\([^)\n\ue000\ue001]*\)"), r"\1"),
+    (re.compile(r"\[([^\[\]\n]+)\]\([^)\n\ue000\ue001]*\)"), r"\1"),
+    (re.compile(r"(?:https?://|www\.)[^\s\ue000\ue001\u3000-\u303f\uff00-\uffef" + CJK_RANGES + r"]+"), ""),
+    (re.compile(r"</?[A-Za-z][^<>\n\ue000\ue001]*>"), ""),
+    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M), ""),
+    (re.compile(r"^[ \t]*>+[ \t]?", re.M), ""),
+    (re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M), ""),
+    (re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$", re.M), ""),
+    (re.compile(r"^[ \t]*\|(.*?)\|?[ \t]*$", re.M), r"\1"),
+    (re.compile(r"^[ \t]*[-*+•·][ \t]+", re.M), ""),
+    (re.compile(r"^[ \t]*(\d+)[.)][ \t]+", re.M), r"\1, "),
+    (re.compile(r"\*\*|__|~~|`"), ""),
+    (re.compile(r"(?<![\w*])[*_](?=\S)|(?<=\S)[*_](?![\w*])"), ""),
+)
+_EMOJI_RE = re.compile(
+    "[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2190-\u21ff\u2300-\u23ff\u25a0-\u25ff"
+    "\ufe0e\ufe0f\u200d\u20e3\U000e0020-\U000e007f\u2122\u00a9\u00ae]"
+)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c\u2028\u2029\ufeff]")
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_QUOTES_RE = re.compile(r"[\"“”„‟«»「」『』《》【】〈〉〔〕]")
+_BRACKETS_RE = re.compile(r"\s*[()\[\]{}]+\s*")
+_PHONE_AREA_RE = re.compile(r"\((\d{3})\)\s?(?=\d{3}[-.\s]\d{4})")
+_DASHES_RE = re.compile(r"\s*(?:—+|–|――|\s-\s)\s*")
+_LINE_END = set(".!?;:,。！？；：，…")
+_SPACES_RE = re.compile(r"[ \t\u00a0]+")
+
+
+def clean_text(text: str) -> str:
+    """Strip markdown, emoji, control characters, quotes and brackets; full-width -> half-width;
+    every non-empty line gets a sentence end; lines are joined into one string."""
+    text = _CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    for pattern, replacement in _MARKDOWN_RULES:
+        text = pattern.sub(replacement, text)
+    text = _EMOJI_RE.sub("", text).translate(_FULL_WIDTH)
+    text = text.replace("’", "'").replace("‘", "'")
+    text = _QUOTES_RE.sub("", text)
+    text = _PHONE_AREA_RE.sub(r"\1-", text)
+    text = _BRACKETS_RE.sub(", ", text)
+    text = _DASHES_RE.sub(", ", text)
+    lines = []
+    for line in text.split("\n"):
+        line = _SPACES_RE.sub(" ", line).strip(" ,")
+        if not line:
+            continue
+        if line[-1] not in _LINE_END:
+            line += "。" if _ZH_RE.search(line) else "."
+        lines.append(line)
+    return " ".join(lines)
+
+
+# ------------------------------------------------------------------------------------ Chinese
+_ZH_DIGITS = "零一二三四五六七八九"
+_ZH_POWERS = ("", "十", "百", "千")
+_ZH_GROUPS = ("", "万", "亿", "万亿")
+_ZH_PHONE_DIGITS = "零幺二三四五六七八九"
+_ZH_CURRENCY = {"$": "美元", "€": "欧元", "£": "英镑", "¥": "元", "￥": "元"}
+_ZH_CURRENCY_WORDS = "元|块|美元|欧元|英镑|日元|人民币"
+# fmt: off
+_ZH_SYMBOLS = {
+    "&": "和", "@": "艾特", "+": "加", "=": "等于", ">": "大于", "<": "小于", "×": "乘", "÷": "除以",
+    "±": "正负", "°": "度", "℃": "摄氏度", "℉": "华氏度", "%": "百分号", "‰": "千分之",
+    "²": "平方", "³": "立方", "α": "阿尔法", "β": "贝塔", "γ": "伽马", "δ": "德尔塔", "Δ": "德尔塔",
+    "θ": "西塔", "λ": "拉姆达", "μ": "缪", "π": "派", "σ": "西格玛", "Σ": "西格玛", "ω": "欧米伽", "Ω": "欧米伽",
+}
+# fmt: on
+_ZH_MONEY_RE = re.compile(
+    rf"(?P<cur>[$€£¥￥])\s?(?P<num>\d+(?:,\d{{3}})*(?:\.\d+)?)\s?(?P<word>{_ZH_CURRENCY_WORDS})?"
+    rf"|(?P<num2>\d+)\.(?P<frac>\d{{1,2}})(?P<yuan>元|块)"
+)
+_ZH_PHONE_RE = re.compile(r"(?<![\d.])(?:\+\d{1,3}[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)|(?<![\d.])0\d{2,3}-\d{7,8}(?!\d)")
+_ZH_UNIT_POWERS = (("km²", "平方公里"), ("m²", "平方米"), ("cm²", "平方厘米"), ("m³", "立方米"), ("cm³", "立方厘米"))
+
+
+def zh_cardinal(n: int) -> str:
+    """1005 -> "一千零五", 100000 -> "十万"."""
+    if n == 0:
+        return "零"
+    groups = []
+    while n:
+        n, group = divmod(n, 10000)
+        groups.append(group)
+    out = ""
+    skipped = False
+    for index in range(len(groups) - 1, -1, -1):
+        group = groups[index]
+        if group == 0:
+            skipped = bool(out)
+            continue
+        if out and (skipped or group < 1000):
+            out += "零"
+        out += _zh_section(group) + _ZH_GROUPS[index]
+        skipped = False
+    return out[1:] if out.startswith("一十") else out
+
+
+def _zh_section(n: int) -> str:
+    """0 < n < 10000 -> words, with one 零 for each gap."""
+    out = ""
+    gap = False
+    for power in (3, 2, 1, 0):
+        digit = n // 10**power % 10
+        if digit == 0:
+            gap = bool(out)
+            continue
+        out += ("零" if gap else "") + _ZH_DIGITS[digit] + _ZH_POWERS[power]
+        gap = False
+    return out
+
+
+def _zh_amount(integer: str, fraction: str = "") -> str:
+    """("12", "5") -> "十二点五"; a whole 2 is "两" as in amounts of money."""
+    whole = int(integer or "0")
+    words = "两" if whole == 2 and not fraction else zh_cardinal(whole)
+    return words + ("点" + "".join(_ZH_DIGITS[int(d)] for d in fraction) if fraction else "")
+
+
+def _zh_yuan(integer: str, fraction: str) -> str:
+    """("12", "50") -> "十二元五角", ("0", "05") -> "五分"."""
+    jiao, fen = (int(d) for d in (fraction + "00")[:2])
+    out = f"{_zh_amount(integer)}元" if int(integer or "0") or not (jiao or fen) else ""
+    if jiao:
+        out += _ZH_DIGITS[jiao] + "角"
+    if fen:
+        out += ("零" if out and not jiao else "") + _ZH_DIGITS[fen] + "分"
+    return out
+
+
+def _zh_money(match: re.Match) -> str:
+    if match.group("num2"):
+        return _zh_yuan(match.group("num2"), match.group("frac"))
+    integer, _, fraction = match.group("num").replace(",", "").partition(".")
+    word = match.group("word") or _ZH_CURRENCY[match.group("cur")]
+    if word in ("元", "块") and len(fraction) <= 2:
+        return _zh_yuan(integer, fraction) if fraction else f"{_zh_amount(integer)}{word}"
+    return _zh_amount(integer, fraction.rstrip("0")) + word
+
+
+def _zh_phone(match: re.Match) -> str:
+    text = match.group(0)
+    spoken = "".join(_ZH_PHONE_DIGITS[int(ch)] for ch in text.lstrip("+") if ch.isdigit())
+    if text.startswith("+"):
+        code = re.match(r"\+(\d+)", text).group(1)
+        spoken = "加" + spoken[: len(code)] + "，" + spoken[len(code) :]
+    return spoken
+
+
+def _zh_prenormalize(text: str) -> str:
+    text = _ZH_MONEY_RE.sub(_zh_money, text)
+    text = _ZH_PHONE_RE.sub(_zh_phone, text)
+    text = re.sub(f"(?<=[{LATIN_LETTERS}])-(?=\\d)", " ", text)
+    text = re.sub(r"(?<=\d)\s*\*\s*(?=\d)", "×", text)
+    for unit, spoken in _ZH_UNIT_POWERS:
+        text = text.replace(unit, spoken)
+    return text
+
+
+def _zh_postnormalize(text: str) -> str:
+    text = text.replace("第两", "第二")
+    text = re.sub(r"\d+", lambda m: "".join(_ZH_DIGITS[int(ch)] for ch in m.group(0)), text)
+    return "".join(_ZH_SYMBOLS.get(ch, ch) for ch in text)
+
+
+# ------------------------------------------------------------------------------------ English
+_EN_ABBREVIATIONS = (
+    (re.compile(r"\be\.g\.", re.I), "for example"),
+    (re.compile(r"\bi\.e\.", re.I), "that is"),
+    (re.compile(r"\betc\.", re.I), "et cetera."),
+    (re.compile(r"\bvs\.?(?=\s)", re.I), "versus"),
+    (re.compile(r"\bNo\.\s?(?=\d)"), "number "),
+)
+# fmt: off
+_EN_SYMBOLS = {
+    "%": " percent", "&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "°": " degrees",
+    "×": " times ", "÷": " divided by ", "<": " less than ", ">": " greater than ", "/": " ", "~": " about ",
+    "€": " euros", "$": " dollars", "£": " pounds", "¥": " yen", "#": " ", "_": " ",
+}
+# fmt: on
+_EN_WETEXT_TRIGGER = re.compile(r"\d|[&+=%@°/]|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr)\.")
+# The grammars are run on windows around what they must read, not on whole clauses: their cost
+# grows with the input length. Context kept on each side: English words, Chinese characters.
+_EN_WINDOW_WORDS = 2
+_ZH_WINDOW_CHARS = 4
+_ZH_NUMBER_RE = re.compile(r"\d[\d.,:/%~\-]*")
+
+
+def _en_symbols(text: str) -> str:
+    return "".join(_EN_SYMBOLS.get(ch, ch) for ch in text)
+
+
+# ------------------------------------------------------------------------------------ punctuation
+_PUNCT_RUN_RE = re.compile(r"[\s]*(?:[,;:、，；：.。!！?？…]\s*)+")
+# Clause ends: ; 、 , : (but not inside "1,250" or "3:30") and . ! ? before a space.
+_CLAUSE_SPLIT_RE = re.compile(r"(?<=[;、])|(?<=[,:])(?!(?<=\d[,:])\d)|(?<=[.!?])(?=\s)")
+
+_ZH_MARKS = {",": "，", ".": "。", "?": "？"}
+_ZH_ABBREVIATION_DOT_RE = re.compile(f"(?<=[{LATIN_LETTERS}])\\.(?=[{LATIN_LETTERS}])")  # "U.S" inside Chinese
+_ZH_STRAY_RE = re.compile(f"[^{CJK_RANGES}{_SENTINELS}{LATIN_LETTERS}'\\s,;:、，；：.。!！?？…-]")
+_EN_STRAY_RE = re.compile(f"[^{LATIN_LETTERS}{EN_SENTINEL}'\\s,;:.!?…]")
+_WORD_HYPHEN_RE = re.compile(f"(?<=[{LATIN_LETTERS}])-(?=[{LATIN_LETTERS}])")
+_STRAY_HYPHEN_RE = re.compile(f"(?<![{LATIN_LETTERS}])-|-(?![{LATIN_LETTERS}])")
+# Apostrophes survive inside words ("it's") and after a plural s ("dogs'").
+_STRAY_APOSTROPHE_RE = re.compile(f"(?<![{LATIN_LETTERS}])'|'(?![{LATIN_LETTERS}])(?<!s')")
+# In Chinese text spaces only separate Latin words (or English overrides).
+_ZH_SPACE_RE = re.compile(f"(?<![{LATIN_LETTERS}{EN_SENTINEL}']) | (?![{LATIN_LETTERS}{EN_SENTINEL}])")
+
+
+def _punct_class(run: str) -> str:
+    """A run of punctuation -> "?", "." or "," (the strongest mark in it)."""
+    if "?" in run or "？" in run:
+        return "?"
+    if any(ch in run for ch in ".。!！…"):
+        return "."
+    return ","
+
+
+def _add_span(spans: list[list[int]], start: int, end: int) -> None:
+    """Append [start, end) to sorted spans, merging with the last one when they touch."""
+    if spans and start <= spans[-1][1]:
+        spans[-1][1] = max(spans[-1][1], end)
+    else:
+        spans.append([start, end])
+
+
+class TextNormalizer:
+    """Normalizes cleaned sentences with wetext's zh/en grammars plus our fixes; load() once."""
+
+    def __init__(self) -> None:
+        self._tn: Callable[[str, str], str] | None = None
+        self._lock = threading.Lock()  # the grammars are shared C++ objects
+
+    def load(self) -> None:
+        """Import wetext, which reads its compiled grammars (about a second); idempotent."""
+        if self._tn is not None:
+            return
+        from wetext.utils import reorder, tag, verbalize
+
+        def tn(text: str, lang: str) -> str:
+            return verbalize(reorder(tag(text, lang, "tn"), lang, "tn"), lang, "tn")
+
+        self._tn = tn
+
+    def _wetext_windows(self, text: str, lang: str) -> str:
+        """Run the `lang` grammar over merged windows around digits and symbols; the rest is kept."""
+        spans: list[list[int]] = []
+        if lang == "en":
+            words = list(re.finditer(r"\S+", text))
+            for index, word in enumerate(words):
+                if _EN_WETEXT_TRIGGER.search(word.group(0)):
+                    first = words[max(0, index - _EN_WINDOW_WORDS)].start()
+                    last = words[min(len(words) - 1, index + _EN_WINDOW_WORDS)].end()
+                    _add_span(spans, first, last)
+        else:
+            for number in _ZH_NUMBER_RE.finditer(text):
+                _add_span(spans, max(0, number.start() - _ZH_WINDOW_CHARS), min(len(text), number.end() + _ZH_WINDOW_CHARS))
+        out = []
+        position = 0
+        for start, end in spans:
+            out.append(text[position:start])
+            out.append(self._wetext(text[start:end], lang))
+            position = end
+        out.append(text[position:])
+        return "".join(out)
+
+    def _wetext(self, text: str, lang: str) -> str:
+        if self._tn is None:
+            raise RuntimeError("TextNormalizer.load() was not called")
+        stripped = text.strip()
+        if not stripped:
+            return text
+        try:
+            with self._lock:
+                out = self._tn(stripped, lang)
+        except (AssertionError, RuntimeError, ValueError) as error:
+            _LOGGER.debug("wetext %s failed on %r: %r", lang, stripped, error)
+            return text
+        lead = text[: len(text) - len(text.lstrip())]
+        trail = text[len(text.rstrip()) :]
+        return lead + out + trail
+
+    @staticmethod
+    def is_chinese(sentence: str) -> bool:
+        return _ZH_RE.search(sentence) is not None
+
+    def normalize_sentence(self, sentence: str) -> str:
+        """A cleaned sentence (sentinels allowed) -> normalized text with canonical punctuation."""
+        if self.is_chinese(sentence):
+            return self._finish_zh(self._normalize_pieces(sentence, self._normalize_mixed_clause))
+        return self._finish_en(self._normalize_pieces(sentence, self._normalize_en_clause))
+
+    def _normalize_pieces(self, sentence: str, normalize: Callable[[str], str]) -> str:
+        """Normalize the stretches between sentinels, clause by clause."""
+        parts = _SENTINEL_SPLIT_RE.split(sentence)
+        out = []
+        for part in parts:
+            if not part or part in _SENTINELS:
+                out.append(part)
+                continue
+            out.extend(normalize(clause) for clause in _CLAUSE_SPLIT_RE.split(part))
+        return "".join(out)
+
+    def _normalize_mixed_clause(self, clause: str) -> str:
+        """In a Chinese sentence, a clause of English words (no Han character) is read as English."""
+        if _LATIN_RE.search(clause) and not _ZH_RE.search(clause):
+            return self._normalize_en_clause(clause)
+        return self._normalize_zh_clause(clause)
+
+    def _normalize_zh_clause(self, clause: str) -> str:
+        clause = _zh_prenormalize(clause)
+        if re.search(r"\d", clause):
+            clause = self._wetext_windows(clause, "zh")
+        return _zh_postnormalize(clause)
+
+    def _normalize_en_clause(self, clause: str) -> str:
+        for pattern, replacement in _EN_ABBREVIATIONS:
+            clause = pattern.sub(replacement, clause)
+        clause = expand_numbers(clause)
+        if _EN_WETEXT_TRIGGER.search(clause):
+            clause = self._wetext_windows(clause, "en")
+        return _en_symbols(spell_remaining_digits(clause))
+
+    @staticmethod
+    def _finish_zh(text: str) -> str:
+        text = _ZH_ABBREVIATION_DOT_RE.sub("", text)
+        text = _ZH_STRAY_RE.sub("", text)
+        text = _STRAY_HYPHEN_RE.sub("", text)
+        text = _STRAY_APOSTROPHE_RE.sub("", text)
+        text = _PUNCT_RUN_RE.sub(lambda m: _ZH_MARKS[_punct_class(m.group(0))], text)
+        text = _ZH_SPACE_RE.sub("", _SPACES_RE.sub(" ", text))
+        text = text.lstrip("，。？ ")
+        if text and text[-1] not in "。？":
+            text = text.rstrip("，") + "。"
+        return text
+
+    @staticmethod
+    def _finish_en(text: str) -> str:
+        text = _WORD_HYPHEN_RE.sub(" ", text)
+        text = _EN_STRAY_RE.sub(" ", text)
+        text = _STRAY_APOSTROPHE_RE.sub("", text)
+        text = _PUNCT_RUN_RE.sub(lambda m: _punct_class(m.group(0)) + " ", text)
+        text = _SPACES_RE.sub(" ", text).strip().lstrip(",.? ")
+        if text and text[-1] not in ".?":
+            text = text.rstrip(",") + "."
+        return text
