@@ -29,7 +29,9 @@ ZH_REFERENCE = (
     "J IN1 T IAN1 T IAN1 Q I4 F EI1 CH ANG2 H AO3 , UO3 M EN5 Q V4 G ONG1 VAN2 ."
 ).split()
 # 你好朋友，我们明天早上一起去图书馆看书吧。
-ZH_HELD_OUT = "N I3 H AO3 P ENG2 IOU3 , UO3 M EN5 M ING2 T IAN1 Z AO3 SH ANG4 I4 Q I3 Q V4 T U2 SH U1 G UAN3 K AN4 SH U1 B A5 .".split()
+ZH_HELD_OUT = (
+    "N I3 H AO3 P ENG2 IOU3 , UO3 M EN5 M ING2 T IAN1 Z AO3 SH ANG4 I4 Q I3 Q V4 T U2 SH U1 G UAN3 K AN4 SH U1 B A5 ."
+).split()
 
 
 def builtin_voices(device: str, cache_dir: Path):

@@ -3,8 +3,9 @@
 wetext drops the leading "one" of "1,250", reads "$12.50" as "twelve point five dollars", "1990s"
 as "... ninety seconds" and "1905" as "nineteen zero five", and fails on "#1". `expand_numbers`
 rewrites those patterns (money, phone numbers, decades, grouped thousands, decimals, ISO dates,
-years, ranges) before wetext sees the text; wetext then reads what is left (small integers,
-ordinals, units, times, percentages, fractions).
+years, ranges) and the common cheap ones (clock times, bare small integers) before wetext sees the
+text; wetext then reads what is left (numbers with units, ordinals, month-name dates, fractions,
+percentages, math symbols, titles such as "Dr.").
 """
 
 from __future__ import annotations

@@ -116,9 +116,7 @@ class TextFrontend:
             raise SynthesisError("Nothing to speak: no words are left after removing emoji, markup, symbols and punctuation.")
         return chunk_units(units)
 
-    def _sentence_items(
-        self, normalized: str, supply: Iterator[ZhSyllable | EnOverride]
-    ) -> list[InlineItem | DictMatch]:
+    def _sentence_items(self, normalized: str, supply: Iterator[ZhSyllable | EnOverride]) -> list[InlineItem | DictMatch]:
         """A normalized sentence -> plain text, dictionary matches and the overrides its sentinels stand for."""
         items: list[InlineItem | DictMatch] = []
         start = 0

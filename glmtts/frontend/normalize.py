@@ -225,10 +225,9 @@ _CLAUSE_SPLIT_RE = re.compile(r"(?<=[;、])|(?<=[,:])(?!(?<=\d[,:])\d)|(?<=[.!?]
 
 _ZH_MARKS = {",": "，", ".": "。", "?": "？"}
 _ZH_ABBREVIATION_DOT_RE = re.compile(f"(?<=[{LATIN_LETTERS}])\\.(?=[{LATIN_LETTERS}])")  # "U.S" inside Chinese
-_ZH_STRAY_RE = re.compile(f"[^{CJK_RANGES}{_SENTINELS}{LATIN_LETTERS}'\\s,;:、，；：.。!！?？…-]")
+_ZH_STRAY_RE = re.compile(f"[^{CJK_RANGES}{_SENTINELS}{LATIN_LETTERS}'\\s,;:、，；：.。!！?？…]")
 _EN_STRAY_RE = re.compile(f"[^{LATIN_LETTERS}{EN_SENTINEL}'\\s,;:.!?…]")
 _WORD_HYPHEN_RE = re.compile(f"(?<=[{LATIN_LETTERS}])-(?=[{LATIN_LETTERS}])")
-_STRAY_HYPHEN_RE = re.compile(f"(?<![{LATIN_LETTERS}])-|-(?![{LATIN_LETTERS}])")
 # Apostrophes survive inside words ("it's") and after a plural s ("dogs'").
 _STRAY_APOSTROPHE_RE = re.compile(f"(?<![{LATIN_LETTERS}])'|'(?![{LATIN_LETTERS}])(?<!s')")
 # In Chinese text spaces only separate Latin words (or English overrides).
@@ -352,8 +351,7 @@ class TextNormalizer:
     @staticmethod
     def _finish_zh(text: str) -> str:
         text = _ZH_ABBREVIATION_DOT_RE.sub("", text)
-        text = _ZH_STRAY_RE.sub("", text)
-        text = _STRAY_HYPHEN_RE.sub("", text)
+        text = _ZH_STRAY_RE.sub("", _WORD_HYPHEN_RE.sub(" ", text))
         text = _STRAY_APOSTROPHE_RE.sub("", text)
         text = _PUNCT_RUN_RE.sub(lambda m: _ZH_MARKS[_punct_class(m.group(0))], text)
         text = _ZH_SPACE_RE.sub("", _SPACES_RE.sub(" ", text))

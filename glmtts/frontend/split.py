@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from glmtts.frontend.phonemes import EnOverride, ZhSyllable
@@ -125,14 +126,14 @@ def _strip_spaces(units: list[Unit]) -> list[Unit]:
 
 
 def _hard_split(units: list[Unit], weight: float, max_weight: float) -> list[list[Unit]]:
-    """Cut one over-long clause into even pieces at unit boundaries."""
-    count = math.ceil(weight / max_weight)
-    target = weight / count
+    """Cut an over-long stretch into even pieces at unit boundaries, none over `max_weight`
+    (unless a single unit is)."""
+    target = weight / math.ceil(weight / max_weight)
     pieces: list[list[Unit]] = []
     current: list[Unit] = []
     acc = 0.0
     for unit in units:
-        if acc >= target and unit.weight > 0 and len(pieces) < count - 1:
+        if acc > 0 and unit.weight > 0 and (acc >= target or acc + unit.weight > max_weight + _WEIGHT_EPSILON):
             pieces.append(current)
             current, acc = [], 0.0
         current.append(unit)
@@ -145,19 +146,8 @@ def chunk_units(
     units: list[Unit], min_weight: float = MIN_SEGMENT_WEIGHT, max_weight: float = MAX_SEGMENT_WEIGHT
 ) -> list[list[Unit]]:
     """Units -> segments: clauses are gathered until a punctuation mark closes at least
-    `min_weight`; no segment exceeds `max_weight` unless one unit alone does."""
-    clauses: list[tuple[list[Unit], float]] = []
-    current: list[Unit] = []
-    acc = 0.0
-    for unit in units:
-        current.append(unit)
-        acc += unit.weight
-        if unit.kind == "punct":
-            clauses.append((current, acc))
-            current, acc = [], 0.0
-    if current:
-        clauses.append((current, acc))
-
+    `min_weight`; no segment exceeds `max_weight` unless one unit alone does. A short remainder
+    is joined to the next clause and cut evenly rather than left as a tiny segment."""
     segments: list[list[Unit]] = []
     pending: list[Unit] = []
     pending_weight = 0.0
@@ -170,22 +160,33 @@ def chunk_units(
             segments[-1].extend(pending)  # trailing punctuation belongs to the previous segment
         pending, pending_weight = [], 0.0
 
-    for clause, weight in clauses:
-        if weight > max_weight:
+    for clause, weight in _clauses(units):
+        if pending_weight + weight > max_weight and pending_weight >= min_weight / 2:
             flush()
-            pieces = _hard_split(clause, weight, max_weight)
-            segments.extend(pieces[:-1])
-            pending, pending_weight = pieces[-1], sum(u.weight for u in pieces[-1])
-        elif pending_weight + weight > max_weight:
-            flush()
-            pending, pending_weight = list(clause), weight
-        else:
-            pending.extend(clause)
-            pending_weight += weight
+        pending.extend(clause)
+        pending_weight += weight
+        if pending_weight > max_weight + _WEIGHT_EPSILON:
+            *done, pending = _hard_split(pending, pending_weight, max_weight)
+            segments.extend(done)
+            pending_weight = sum(unit.weight for unit in pending)
         if pending_weight >= min_weight - _WEIGHT_EPSILON:
             flush()
     flush()
     return [stripped for stripped in (_strip_spaces(segment) for segment in segments) if stripped]
+
+
+def _clauses(units: list[Unit]) -> Iterator[tuple[list[Unit], float]]:
+    """Units -> clauses, each ending after a punctuation mark, with their weights."""
+    current: list[Unit] = []
+    acc = 0.0
+    for unit in units:
+        current.append(unit)
+        acc += unit.weight
+        if unit.kind == "punct":
+            yield current, acc
+            current, acc = [], 0.0
+    if current:
+        yield current, acc
 
 
 def group_runs(units: list[Unit]) -> list[tuple[str, int, int]]:

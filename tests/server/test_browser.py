@@ -54,15 +54,13 @@ def test_generate_plays_audio(page, app_server):
     page.locator("#single-text textarea").fill("Hello from the browser test. 你好，浏览器。")
     page.locator("#single-generate").click()
     page.locator("#single-status").get_by_text("Done").wait_for(timeout=UI_TIMEOUT_MS)
-    audio = page.locator("#single-output audio")
-    audio.wait_for(state="attached", timeout=UI_TIMEOUT_MS)
-    src = audio.get_attribute("src")
-    assert src, "the output player has no source"
-    samples, rate = sf.read(io.BytesIO(fetch(app_server, src)))
+    download = page.locator("#single-output a[data-testid=download-link]")
+    download.wait_for(state="attached", timeout=UI_TIMEOUT_MS)
+    samples, rate = sf.read(io.BytesIO(fetch(app_server, download.get_attribute("href"))))
     assert rate == 24000 and len(samples) / rate > 1.5
-    playable = page.evaluate(
-        """async () => {
-            const el = document.querySelector('#single-output audio');
+    player = page.locator("#single-output audio[src]").first  # locators pierce the player's shadow DOM
+    playable = player.evaluate(
+        """async (el) => {
             el.muted = true;
             if (el.readyState < 1) await new Promise(r => el.addEventListener('loadedmetadata', r, {once: true}));
             return {duration: el.duration, error: el.error && el.error.code};

@@ -1,5 +1,7 @@
 """Text frontend: normalization, G2P, polyphones, replace dictionary, overrides, segmenting."""
 
+import random
+
 import pytest
 
 from glmtts.frontend import TextFrontend
@@ -8,7 +10,7 @@ from glmtts.frontend.en_numbers import cardinal, ordinal, year
 from glmtts.frontend.g2p_zh import pinyin_to_symbols
 from glmtts.frontend.phonemes import INITIALS, INVENTORY, tokens_to_syllables
 from glmtts.frontend.replace_dict import ReplaceDict, ReplaceDictError, format_replace_dict, parse_replace_dict
-from glmtts.frontend.split import MAX_SEGMENT_WEIGHT, chunk_units, items_to_units, split_sentences
+from glmtts.frontend.split import MAX_SEGMENT_WEIGHT, MIN_SEGMENT_WEIGHT, chunk_units, items_to_units, split_sentences
 from glmtts.types import SynthesisError
 
 UPSTREAM_DICT = '{"弦": "<|X|><|IAN2|>"}\n{"弈": "<|I4|>"}\n{"乡音无改鬓毛衰": "乡音无改鬓毛<|C|><|UEI1|>"}\n'
@@ -337,6 +339,17 @@ def test_run_on_text_is_cut_evenly_between_syllables(frontend):
     for segment in segments:
         syllables = tokens_to_syllables(segment.glm_text)  # raises if a syllable were cut in half
         assert 30 <= len(syllables) <= MAX_SEGMENT_WEIGHT
+
+
+def test_chunking_bounds_every_segment():
+    rng = random.Random(0)
+    han = "我们今天去公园散步然后回家吃饭"
+    text = "".join("".join(rng.choice(han) for _ in range(rng.randint(1, 90))) + rng.choice("，。") for _ in range(300))
+    segments = chunk_units(items_to_units([text]))
+    weights = [sum(u.weight for u in segment) for segment in segments]
+    assert max(weights) <= MAX_SEGMENT_WEIGHT
+    assert min(weights[:-1]) >= MIN_SEGMENT_WEIGHT / 2  # no tiny pieces left between long clauses
+    assert "".join(u.text for segment in segments for u in segment) == text
 
 
 def test_override_spans_are_never_split():

@@ -92,7 +92,7 @@ class EmbeddedEngine(Engine):
                 audio, rate = self._speak(run, options.speed)
                 timings["synthesis"] += time.perf_counter() - start
                 start = time.perf_counter()
-                audio = resample(apply_match(audio, rate, fitted.params[run.lang]), rate, OUTPUT_RATE)
+                audio = resample(apply_match(audio, rate, fitted.params[run.lang], options.seed), rate, OUTPUT_RATE)
                 timings["voice_match"] += time.perf_counter() - start
                 pieces.append(audio)
             yield SegmentAudio(crossfade_join(pieces, OUTPUT_RATE), OUTPUT_RATE, timings)

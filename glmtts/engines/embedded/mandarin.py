@@ -61,8 +61,8 @@ _MAX_SYLLABLES_AT_SPEED_1 = 40
 _MIN_SYLLABLES_PER_CHUNK = 8
 _MIN_SPEED = 0.25
 
-# GLM-TTS / pinyin spellings of finals that Baker writes differently. Keyed on the final alone, or
-# on (initial, final) where the spelling depends on the initial.
+# Spellings of finals (GLM-TTS, pypinyin, plain pinyin) that Baker writes differently; after
+# j/q/x and the glides y/w the spelling depends on the initial.
 _FINAL_ALIASES = {"UI": "UEI", "IU": "IOU", "UN": "UEN", "IO": "IOU", "Ü": "V", "ÜE": "VE", "ÜAN": "VAN", "ÜN": "VN"}
 _PALATALS = frozenset({"J", "Q", "X"})
 _PALATAL_ALIASES = {"U": "V", "UE": "VE", "UAN": "VAN", "UN": "VN"}
@@ -119,6 +119,7 @@ class BakerMandarinVoice:
         self._cache_dir = Path(cache_dir)
         self._num_threads = num_threads or len(os.sched_getaffinity(0))
         self._inventory: BakerInventory | None = None
+        self._acoustic_path: Path | None = None
         self._acoustic: Interpreter | None = None
         self._vocoder: Interpreter | None = None
         self._lock = threading.Lock()
@@ -128,9 +129,9 @@ class BakerMandarinVoice:
         return SAMPLE_RATE
 
     @property
-    def acoustic_model_path(self) -> Path:
-        """The builtin-only FastSpeech2 in the cache (created on first call)."""
-        return cached_builtin_model(asset_dir() / _ACOUSTIC_MODEL, self._cache_dir)
+    def acoustic_model_path(self) -> Path | None:
+        """The builtin-only FastSpeech2 that `load` took from (or wrote to) the cache."""
+        return self._acoustic_path
 
     def load(self, device: str) -> None:
         """Build both interpreters; LiteRT runs them on the CPU whatever `device` says."""
@@ -138,7 +139,8 @@ class BakerMandarinVoice:
             _LOGGER.info("Baker voice runs on the CPU through LiteRT (device %s is not used)", device)
         assets = asset_dir()
         self._inventory = BakerInventory.load(assets / _MAPPER)
-        self._acoustic = self._interpreter(self.acoustic_model_path)
+        self._acoustic_path = cached_builtin_model(assets / _ACOUSTIC_MODEL, self._cache_dir)
+        self._acoustic = self._interpreter(self._acoustic_path)
         self._vocoder = self._interpreter(assets / _VOCODER_MODEL)
         _LOGGER.info("Baker voice loaded (%d threads)", self._num_threads)
 

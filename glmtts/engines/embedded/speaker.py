@@ -194,8 +194,7 @@ def check_prompt(audio: np.ndarray, sample_rate: int) -> None:
     clipped = float(np.mean(np.abs(audio) >= _CLIP_LEVEL))
     if clipped > _MAX_CLIPPED_FRACTION:
         raise SynthesisError(
-            f"The voice prompt is heavily clipped ({clipped:.0%} of samples at full scale); "
-            "record it again at a lower level."
+            f"The voice prompt is heavily clipped ({clipped:.0%} of samples at full scale); record it again at a lower level."
         )
     voiced = voiced_seconds(audio, sample_rate)
     if voiced < MIN_VOICED_SECONDS:

@@ -149,9 +149,7 @@ class MatchParams:
 
 def _pitch_track(sound: parselmouth.Sound) -> tuple[parselmouth.Pitch, float, float]:
     """Two-pass autocorrelation pitch: returns the track and the speaker's floor and ceiling (Hz)."""
-    first = sound.to_pitch_ac(
-        time_step=_PITCH_STEP_S, pitch_floor=_FIRST_PASS_FLOOR_HZ, pitch_ceiling=_FIRST_PASS_CEILING_HZ
-    )
+    first = sound.to_pitch_ac(time_step=_PITCH_STEP_S, pitch_floor=_FIRST_PASS_FLOOR_HZ, pitch_ceiling=_FIRST_PASS_CEILING_HZ)
     f0 = first.selected_array["frequency"]
     voiced = f0[f0 > 0]
     if len(voiced) == 0:
@@ -285,9 +283,7 @@ def analytic_match(source: VoiceProfile, target: VoiceProfile) -> MatchParams:
     return MatchParams(
         formant_shift_ratio=float(np.clip(source.vocal_tract_cm / target.vocal_tract_cm, *FORMANT_RATIO_RANGE)),
         pitch_median_hz=float(source.f0_median_hz * pitch_ratio),
-        pitch_range_factor=float(
-            np.clip(target.f0_range_st / max(source.f0_range_st, 1e-3), *PITCH_RANGE_FACTOR_RANGE)
-        ),
+        pitch_range_factor=float(np.clip(target.f0_range_st / max(source.f0_range_st, 1e-3), *PITCH_RANGE_FACTOR_RANGE)),
         duration_factor=float(np.clip(rate_ratio**_RATE_EXPONENT, *DURATION_FACTOR_RANGE)),
         pitch_floor_hz=source.pitch_floor_hz,
         pitch_ceiling_hz=source.pitch_ceiling_hz,
@@ -378,9 +374,7 @@ def fit_match(
     pitch_bounds = (min(low, start.pitch_median_hz), max(high, start.pitch_median_hz))  # holds the start
     best_score, best = _line_search(scorer, best, eq_strength, "formant_shift_ratio", _FORMANT_STEP, FORMANT_RATIO_RANGE)
     best_score, best = _line_search(scorer, best, eq_strength, "pitch_median_hz", _PITCH_STEP, pitch_bounds)
-    best_score, best = _line_search(
-        scorer, best, eq_strength, "pitch_range_factor", _RANGE_STEP, PITCH_RANGE_FACTOR_RANGE
-    )
+    best_score, best = _line_search(scorer, best, eq_strength, "pitch_range_factor", _RANGE_STEP, PITCH_RANGE_FACTOR_RANGE)
 
     elapsed = time.perf_counter() - start_time
     if best_score < before + _MIN_GAIN:

@@ -110,9 +110,7 @@ class GLMTTSEngine(Engine):
         root = self.ckpt_root
         timed = self._timed_load
         self.tokenizer = timed("text_tokenizer", TextTokenizer.load, root / checkpoint.TEXT_TOKENIZER_DIR)
-        self.llm = timed(
-            "llm", SpeechLM.load, root / checkpoint.LLM_DIR, self.device, self.dtype, self.tokenizer.speech_ids
-        )
+        self.llm = timed("llm", SpeechLM.load, root / checkpoint.LLM_DIR, self.device, self.dtype, self.tokenizer.speech_ids)
         self.speech_tokenizer = timed(
             "speech_tokenizer", SpeechTokenizer.load, root / checkpoint.SPEECH_TOKENIZER_DIR, self.device
         )
@@ -122,9 +120,7 @@ class GLMTTSEngine(Engine):
             HIFT_RATE: timed("hift", HiFTVocoder.load, root / checkpoint.HIFT_FILE, self.device),
             VOCOS_RATE: timed("vocos2d", Vocos2DVocoder.load, root / checkpoint.VOCOS_FILE, self.device),
         }
-        _LOGGER.info(
-            "GLM-TTS loaded on %s (%s) in %.1f s", self.device, self.dtype, sum(self.load_seconds.values())
-        )
+        _LOGGER.info("GLM-TTS loaded on %s (%s) in %.1f s", self.device, self.dtype, sum(self.load_seconds.values()))
 
     def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
         """One short synthesis per language at each rate, with a fixed LLM length (WARMUP_TOKENS)."""
@@ -152,9 +148,7 @@ class GLMTTSEngine(Engine):
             prompt_text_ids=self.tokenizer.encode(transcript + PROMPT_TEXT_SUFFIX) if transcript else [],
             speech_tokens=speech_tokens.tolist(),
             speaker_embedding=torch.from_numpy(embedding).to(self.device),
-            prompt_mels={
-                rate: audio_to_prompt_mel(audio, sample_rate, rate, self.device) for rate in self.sample_rates
-            },
+            prompt_mels={rate: audio_to_prompt_mel(audio, sample_rate, rate, self.device) for rate in self.sample_rates},
         )
         return PromptVoice(key=key, prompt_text=transcript, features=features, duration_s=audio.size / sample_rate)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -42,9 +42,7 @@ class SpeechLM:
         self.dtype = dtype
 
     @classmethod
-    def load(
-        cls, llm_dir: Path, device: torch.device | str, dtype: torch.dtype, speech_ids: SpeechTokenIds
-    ) -> SpeechLM:
+    def load(cls, llm_dir: Path, device: torch.device | str, dtype: torch.dtype, speech_ids: SpeechTokenIds) -> SpeechLM:
         """Build the model from `config.json` and assign the memory-mapped weights strictly."""
         llm_dir = Path(llm_dir)
         device = torch.device(device)
@@ -65,16 +63,15 @@ class SpeechLM:
             model.lm_head.weight = model.model.embed_tokens.weight
         # Non-persistent rotary buffers stay float32 and are computed on the real device.
         model.model.rotary_emb = LlamaRotaryEmbedding(config).to(device)
+        left_on_meta = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+        if left_on_meta:
+            raise CheckpointError(f"{llm_dir}: no weights for {left_on_meta[0]!r}")
         model.eval().requires_grad_(False)
         _LOGGER.info(
             "Speech LM: %d layers, hidden %d, vocab %d, %s on %s",
             config.num_hidden_layers, config.hidden_size, config.vocab_size, dtype, device,
         )  # fmt: skip
         return cls(model, speech_ids, device, dtype)
-
-    @property
-    def parameter_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> torch.Tensor:
@@ -108,6 +105,8 @@ class SpeechLM:
             min_new = max_new = forced_length
             outside_speech = torch.ones(self.model.config.vocab_size, dtype=torch.bool, device=self.device)
             outside_speech[ids.audio_start : ids.audio_end + 1] = False
+        if max_new <= 0:
+            return []
         decoding, logits = self.start(prompt_ids)
         tokens: list[int] = []
         while len(tokens) < max_new:
@@ -171,7 +170,7 @@ def _weight_files(llm_dir: Path) -> dict[str, Path]:
     if not single.is_file():
         raise CheckpointError(f"missing LLM weights: neither {index_path} nor {single} exists")
     with safe_open(single, framework="pt") as handle:
-        return {key: single for key in handle.keys()}
+        return dict.fromkeys(list(handle.keys()), single)
 
 
 def _read_weights(
@@ -191,15 +190,18 @@ def _read_weights(
     for path, keys in sorted(by_file.items()):
         if not path.is_file():
             raise CheckpointError(f"missing LLM weight shard {path} (holds {keys[0]!r})")
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            present = set(handle.keys())
-            for key in keys:
-                if key not in present:
-                    raise CheckpointError(f"{path}: missing key {key!r} (the index puts it in this shard)")
-                shape = tuple(handle.get_slice(key).get_shape())
-                if shape != expected[key]:
-                    raise CheckpointError(f"{path}: key {key!r} has shape {shape}, expected {expected[key]}")
-                state[key] = handle.get_tensor(key).to(device=device, dtype=dtype)
+        try:
+            with safe_open(path, framework="pt", device="cpu") as handle:
+                present = set(handle.keys())
+                for key in keys:
+                    if key not in present:
+                        raise CheckpointError(f"{path}: missing key {key!r} (the index puts it in this shard)")
+                    shape = tuple(handle.get_slice(key).get_shape())
+                    if shape != expected[key]:
+                        raise CheckpointError(f"{path}: key {key!r} has shape {shape}, expected {expected[key]}")
+                    state[key] = handle.get_tensor(key).to(device=device, dtype=dtype)
+        except SafetensorError as error:  # truncated or not a safetensors file
+            raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from error
     return state
 
 
@@ -219,7 +221,7 @@ _SIZES = {
     "tiny": _LLMSizes(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128),
     "full": _LLMSizes(hidden=2048, layers=28, heads=16, kv_heads=4, ffn=6144),
 }
-# The official split: layers 0-20 and part of layer 21 in the first shard.
+# The official split: layers 0-20 and part of layer 21 in the first shard (tiny: half the layers).
 _FIRST_SHARD_LAST_LAYER = 21
 _SECOND_SHARD_IN_SPLIT_LAYER = ("input_layernorm", "mlp.down_proj", "post_attention_layernorm")
 _FLOAT32_BYTES = 4
@@ -277,7 +279,7 @@ def write_random_llm(llm_dir: Path, size: str, vocab_size: int, seed: int = 0) -
             prefix + "mlp.down_proj.weight": (sizes.hidden, sizes.ffn),
         })  # fmt: skip
     names = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
-    last_first = min(_FIRST_SHARD_LAST_LAYER, sizes.layers // 2)
+    last_first = _FIRST_SHARD_LAST_LAYER if sizes.layers > _FIRST_SHARD_LAST_LAYER else sizes.layers // 2
     weight_map = {key: names[_shard_of(key, last_first)] for key in sorted(shapes)}
     for name in names:
         keys = [key for key, shard in weight_map.items() if shard == name]

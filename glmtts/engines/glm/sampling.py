@@ -88,9 +88,7 @@ def _stable_top(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return values[:k], index[order[:k]]
 
 
-def _top_k(
-    logp: torch.Tensor, end_id: int, allow_end: bool, config: SamplingConfig, generator: torch.Generator
-) -> int:
+def _top_k(logp: torch.Tensor, end_id: int, allow_end: bool, config: SamplingConfig, generator: torch.Generator) -> int:
     probs, ids = (logp / config.temperature).softmax(dim=-1).topk(config.top_k)
     if not allow_end and float(probs[ids != end_id].sum()) == 0.0:
         raise ValueError("top-k sampling: only the end token has probability before the minimum length")

@@ -1,0 +1,175 @@
+"""The GLM-TTS engine end to end on a tiny random checkpoint in the official layout (CPU)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from glmtts.engines.glm.checkpoint import describe_checkpoint, find_campplus, validate_checkpoint
+from glmtts.engines.glm.engine import MAX_PROMPT_SPEECH_TOKENS, GLMTTSEngine, _PromptHistory
+from glmtts.engines.glm.errors import CheckpointError
+from glmtts.engines.glm.random_checkpoint import write_random_checkpoint
+from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisError, SynthesisOptions, TextRun
+
+RATE = 24000
+FORCED = 50  # speech tokens per segment: 2 s of audio
+TEXTS = ("hello world today.", "the weather is nice,", "see you tomorrow!")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a busy machine threads cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "ckpt", "tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(ckpt: Path) -> GLMTTSEngine:
+    engine = GLMTTSEngine(ckpt)
+    engine.load("cpu")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def voice(engine: GLMTTSEngine) -> PromptVoice:
+    t = np.arange(3 * RATE) / RATE
+    audio = 0.3 * np.sin(2 * np.pi * (150 + 40 * np.sin(2 * np.pi * 2 * t)) * t)  # a wobbling tone
+    audio += 0.01 * np.random.default_rng(0).standard_normal(audio.size)
+    return engine.prepare_voice(audio.astype(np.float32), RATE, "  Hello   there, my friend. ", "test-voice")
+
+
+def _segments(*texts: str) -> list[Segment]:
+    return [Segment(text=text, runs=(TextRun("en", text),), glm_text=text) for text in texts]
+
+
+def _synthesize(engine: GLMTTSEngine, voice: PromptVoice, texts: tuple[str, ...], **options: object) -> list[SegmentAudio]:
+    return list(engine.synthesize_segments(_segments(*texts), voice, SynthesisOptions(**options)))
+
+
+def test_checkpoint_layout(ckpt: Path) -> None:
+    validate_checkpoint(ckpt)
+    assert find_campplus(ckpt) == (ckpt / "frontend" / "campplus.onnx").resolve()
+    facts = describe_checkpoint(ckpt)
+    assert facts["llm_layers"] == 2 and set(facts["disk_mib"]) >= {"llm", "flow", "hift"}
+    part_bytes = [path.stat().st_size for path in ckpt.rglob("*") if path.is_file()]
+    assert max(part_bytes) < 10 * 2**20
+
+
+def test_voice_features(voice: PromptVoice, engine: GLMTTSEngine) -> None:
+    features = voice.features
+    assert voice.prompt_text == "Hello there, my friend."
+    assert abs(voice.duration_s - 3.0) < 1e-6
+    assert abs(len(features.speech_tokens) - 75) <= 1  # 25 tokens per second
+    assert features.prompt_text_ids == engine.tokenizer.encode("Hello there, my friend. ")
+    assert features.speaker_embedding.shape == (192,)
+    assert {rate: mel.shape[1] for rate, mel in features.prompt_mels.items()} == {24000: 80, 32000: 80}
+
+
+@pytest.mark.parametrize("rate", [24000, 32000])
+def test_forced_length_gives_plausible_audio(engine: GLMTTSEngine, voice: PromptVoice, rate: int) -> None:
+    (piece,) = _synthesize(engine, voice, TEXTS[:1], forced_tokens_per_segment=FORCED, sample_rate=rate)
+    assert piece.sample_rate == rate
+    assert piece.info == {"speech_tokens": FORCED}
+    assert piece.audio.dtype == np.float32 and np.isfinite(piece.audio).all()
+    assert abs(len(piece.audio) / rate - FORCED / 25) < 0.1
+    assert set(piece.timings) == {"llm", "flow", "vocoder"} and all(s >= 0 for s in piece.timings.values())
+
+
+def test_same_seed_same_audio(engine: GLMTTSEngine, voice: PromptVoice) -> None:
+    first = _synthesize(engine, voice, TEXTS[:1], seed=7, forced_tokens_per_segment=FORCED)[0].audio
+    again = _synthesize(engine, voice, TEXTS[:1], seed=7, forced_tokens_per_segment=FORCED)[0].audio
+    other = _synthesize(engine, voice, TEXTS[:1], seed=8, forced_tokens_per_segment=FORCED)[0].audio
+    np.testing.assert_array_equal(first, again)
+    assert len(other) == len(first) and not np.array_equal(first, other)
+
+
+def test_free_length_stays_within_text_bounds(engine: GLMTTSEngine, voice: PromptVoice) -> None:
+    (piece,) = _synthesize(engine, voice, TEXTS[1:2], sampling="topk", top_k=10)
+    text_tokens = len(engine.tokenizer.encode(TEXTS[1]))
+    # Between 2x and 20x the text tokens; the few sampled ids outside the speech range are dropped.
+    assert 1.6 * text_tokens <= piece.info["speech_tokens"] <= 20 * text_tokens
+    assert len(piece.audio) > 0
+
+
+def test_prompt_history_cache_changes_later_segments_only(engine: GLMTTSEngine, voice: PromptVoice) -> None:
+    cached = _synthesize(engine, voice, TEXTS, use_cache=True, forced_tokens_per_segment=FORCED)
+    plain = _synthesize(engine, voice, TEXTS, use_cache=False, forced_tokens_per_segment=FORCED)
+    assert len(cached) == len(plain) == 3
+    np.testing.assert_array_equal(cached[0].audio, plain[0].audio)  # same prompt for the first segment
+    assert not np.array_equal(cached[1].audio, plain[1].audio)
+    assert not np.array_equal(cached[2].audio, plain[2].audio)
+    assert all(abs(len(p.audio) / RATE - FORCED / 25) < 0.1 for p in cached)
+
+
+def test_prompt_without_transcript_still_speaks(engine: GLMTTSEngine, voice: PromptVoice) -> None:
+    features = voice.features
+    audio = np.sin(np.arange(2 * RATE) / RATE * 2 * np.pi * 220).astype(np.float32)
+    silent_text = engine.prepare_voice(audio, RATE, "   ", "no-transcript")
+    assert silent_text.features.prompt_text_ids == [] and len(silent_text.features.speech_tokens) == 50
+    (piece,) = _synthesize(engine, silent_text, TEXTS[:1], forced_tokens_per_segment=FORCED)
+    assert abs(len(piece.audio) / RATE - FORCED / 25) < 0.1
+    assert features.prompt_text_ids  # the module's voice is unaffected
+
+
+def test_prompt_history_drops_old_segments_beyond_the_limit() -> None:
+    history = _PromptHistory([1, 2], [10] * 300)
+    assert history.prompt(5, use_cache=True) == ([1, 2], [10] * 300)
+    history.append([3] * 10, [11] * 300)
+    history.append([4] * 10, [12] * 100)
+    # 22 text / 700 speech tokens cached: a 5-token segment is estimated at int(700 / 22 * 5) = 159.
+    text, speech = history.prompt(5, use_cache=True)
+    assert 700 + 159 > MAX_PROMPT_SPEECH_TOKENS >= 400 + 159  # dropping the second entry is enough
+    assert text == [1, 2] + [4] * 10 and speech == [10] * 300 + [12] * 100
+    assert history.prompt(0, use_cache=True) == (text, speech)  # dropped for good
+    assert history.prompt(5, use_cache=False) == ([1, 2], [10] * 300)
+
+
+def test_bad_requests_are_synthesis_errors(engine: GLMTTSEngine, voice: PromptVoice) -> None:
+    with pytest.raises(SynthesisError, match="22050"):
+        _synthesize(engine, voice, TEXTS[:1], sample_rate=22050)
+    with pytest.raises(SynthesisError, match="method"):
+        _synthesize(engine, voice, TEXTS[:1], sampling="beam")
+
+
+def test_memory_report_and_description(engine: GLMTTSEngine) -> None:
+    report = engine.memory_report()
+    assert report["weights_llm"] > 1.0 and report["weights_flow"] > 0.1
+    assert "vram_allocated" not in report  # CPU
+    facts = engine.describe()
+    assert facts["engine"] == "glm-tts" and facts["sample_rates"] == [24000, 32000]
+    assert facts["dtype"] == "float32" and facts["device"] == "cpu"
+
+
+def test_missing_file_fails_validation_by_name(ckpt: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(ckpt, tmp_path / "ckpt"))
+    (copy / "hift" / "hift.pt").unlink()
+    with pytest.raises(CheckpointError, match="hift.pt"):
+        validate_checkpoint(copy)
+    with pytest.raises(CheckpointError, match="hift.pt"):
+        GLMTTSEngine(copy).load("cpu")
+
+
+def test_corrupted_llm_fails_load_by_key(ckpt: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(ckpt, tmp_path / "ckpt"))
+    shard = copy / "llm" / "model-00001-of-00002.safetensors"
+    dropped = "model.layers.0.self_attn.q_proj.weight"
+    with safe_open(shard, framework="pt") as handle:
+        kept = {key: handle.get_tensor(key) for key in list(handle.keys()) if key != dropped}
+    save_file(kept, str(shard))
+    validate_checkpoint(copy)  # the cheap check only looks at files
+    with pytest.raises(CheckpointError, match=rf"model-00001-of-00002.*{dropped}"):
+        GLMTTSEngine(copy).load("cpu")
