@@ -21,6 +21,7 @@ import gradio as gr  # noqa: E402
 import uvicorn  # noqa: E402
 
 from glmtts.pipeline import build_pipeline  # noqa: E402
+from glmtts.api_v1 import mount_v1  # noqa: E402
 from glmtts.server import create_api  # noqa: E402
 from glmtts.settings import Settings  # noqa: E402
 from glmtts.ui import build_ui  # noqa: E402
@@ -44,6 +45,7 @@ settings = Settings.from_args(sys.argv[1:] if __name__ == "__main__" else [])
 pipeline = build_pipeline(settings)
 started = time.perf_counter()
 api = create_api(pipeline)
+voices, jobs = mount_v1(api, pipeline, settings)
 app = gr.mount_gradio_app(
     api,
     build_ui(pipeline),
@@ -56,6 +58,8 @@ server = serve_in_background(app, settings) if __name__ == "__main__" else None
 try:
     pipeline.load()
     pipeline.warmup()
+    voices.load_all()
+    jobs.recover()
 except Exception as error:
     _LOGGER.exception("Start-up failed")
     raise SystemExit(f"Start-up failed: {type(error).__name__}: {error}") from error
