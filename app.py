@@ -20,8 +20,9 @@ import time  # noqa: E402
 import gradio as gr  # noqa: E402
 import uvicorn  # noqa: E402
 
-from glmtts.pipeline import build_pipeline  # noqa: E402
 from glmtts.api_v1 import mount_v1  # noqa: E402
+from glmtts.pipeline import build_pipeline  # noqa: E402
+from glmtts.security import gradio_auth, warn_if_exposed  # noqa: E402
 from glmtts.server import create_api  # noqa: E402
 from glmtts.settings import Settings  # noqa: E402
 from glmtts.ui import build_ui  # noqa: E402
@@ -42,17 +43,23 @@ def serve_in_background(application, settings: Settings) -> uvicorn.Server:
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 settings = Settings.from_args(sys.argv[1:] if __name__ == "__main__" else [])
+warn_if_exposed(settings)
 pipeline = build_pipeline(settings)
+pipeline.scheduler.max_waiting = settings.max_queue
 started = time.perf_counter()
 api = create_api(pipeline)
 voices, jobs = mount_v1(api, pipeline, settings)
+ui = build_ui(pipeline)
+ui.has_launched = True  # Gradio checks that input files were uploaded only in launched apps, not mounted ones
 app = gr.mount_gradio_app(
     api,
-    build_ui(pipeline),
+    ui,
     path="/",
     allowed_paths=[str(settings.outputs)],
     max_file_size=f"{settings.max_upload_mb}mb",
     footer_links=["api"],
+    auth=gradio_auth(settings),
+    auth_message="Enter any user name and the server's API key (GLMTTS_API_KEY) as the password.",
 )
 server = serve_in_background(app, settings) if __name__ == "__main__" else None
 try:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 from glmtts.audio import write_wav
 from glmtts.pipeline import Pipeline, SynthesisRequest
@@ -26,6 +28,7 @@ _LOGGER = logging.getLogger(__name__)
 BATCH_KEYS = ("uttid", "prompt_text", "prompt_speech", "syn_text")
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 2 * 1024 * 1024
+MANIFEST = "manifest.jsonl"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-\u4e00-\u9fff]+")
 
 
@@ -154,21 +157,20 @@ def run_batch(
 ) -> tuple[list[ItemOutcome], Path]:
     """Synthesize every item into `job_dir`, append its manifest line, then zip the folder."""
     outcomes: list[ItemOutcome] = []
-    manifest = job_dir / "manifest.jsonl"
-    with manifest.open("a", encoding="utf-8") as log:
+    with (job_dir / MANIFEST).open("a", encoding="utf-8") as log:
         for index, item in enumerate(items):
             if progress:
                 progress(index / len(items), f"{index + 1}/{len(items)}: {item.uttid}")
-            outcome, record = _run_item(pipeline, item, job_dir, options)
+            outcome, record = run_item(pipeline, item, job_dir, options)
             outcomes.append(outcome)
-            log.write(json.dumps(record, ensure_ascii=False) + "\n")
-            log.flush()
+            append_record(log, record)
     if progress:
         progress(1.0, "zipping")
     return outcomes, zip_job(job_dir)
 
 
-def _run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions) -> tuple[ItemOutcome, dict]:
+def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions) -> tuple[ItemOutcome, dict]:
+    """Synthesize one item into `job_dir/<uttid>.wav` (synced to disk); returns its outcome and manifest record."""
     record: dict[str, object] = {"uttid": item.uttid, "line": item.line, "text": item.syn_text}
     if item.error:
         outcome = ItemOutcome(item.uttid, "error", item.error)
@@ -176,6 +178,7 @@ def _run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: Synth
         try:
             result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH))
             path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
+            _fsync_file(path)
             outcome = ItemOutcome(item.uttid, "ok", "", round(result.duration_s, 2), path.name)
             record.update(
                 normalized_text=result.normalized_text,
@@ -192,9 +195,25 @@ def _run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: Synth
     return outcome, record
 
 
+def append_record(log: TextIO, record: dict) -> None:
+    """Append one manifest line and force it to disk, so a crash never loses a finished item."""
+    log.write(json.dumps(record, ensure_ascii=False) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def zip_job(job_dir: Path) -> Path:
-    archive = job_dir.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+    """Zip the job folder (hidden temporary files left out) into `<job>.zip` beside it, atomically."""
+    archive = job_dir.parent / f"{job_dir.name}.zip"
+    partial = archive.with_name(f".{archive.name}.partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as bundle:
         for path in sorted(job_dir.iterdir()):
-            bundle.write(path, f"{job_dir.name}/{path.name}")
+            if not path.name.startswith("."):
+                bundle.write(path, f"{job_dir.name}/{path.name}")
+    os.replace(partial, archive)
     return archive

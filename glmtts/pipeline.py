@@ -2,12 +2,14 @@
 
 Device work is serialized behind one lock (several UI sessions and API clients share one model);
 prompt analysis is cached per prompt content, so a voice costs its analysis only the first time.
+Saved voices (glmtts.voices) are registered by id and keep their analysis outside that LRU cache.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -39,6 +41,20 @@ ProgressFn = Callable[[float, str], None]
 
 
 @dataclass
+class SavedPrompt:
+    """A voice saved by the user: its prompt file and transcript, and its analysis once known.
+
+    `voice` is None until the analysis is decoded from disk or computed; `on_prepared` is told when
+    the pipeline had to compute it, so the store can persist it.
+    """
+
+    path: Path
+    prompt_text: str
+    voice: PromptVoice | None = None
+    on_prepared: Callable[[PromptVoice], None] | None = None
+
+
+@dataclass
 class SynthesisRequest:
     """One synthesis: text plus a prompt given as a built-in voice name, a file path or raw bytes.
 
@@ -65,6 +81,8 @@ class Pipeline:
         self.ready = False
         self.timings: dict[str, float] = {}
         self._voices: OrderedDict[str, PromptVoice] = OrderedDict()
+        self._saved: dict[str, SavedPrompt] = {}  # saved voice id -> prompt and analysis, never evicted
+        self._saved_lock = threading.Lock()
         self.scheduler = DeviceScheduler()
 
     # ----------------------------------------------------------------- lifecycle
@@ -92,16 +110,54 @@ class Pipeline:
 
     # ----------------------------------------------------------------- voices
     def builtin_voices(self) -> dict[str, Path]:
-        """Prompt voices shipped in examples/prompt and saved under outputs/voices, by name."""
+        """Every voice a request may name: examples/prompt and files in outputs/voices by file stem,
+        then the saved voices by id (their prompt files)."""
         voices = {}
         for folder in (self.settings.examples / "prompt", self.settings.voices_dir):
             if folder.is_dir():
                 for path in sorted(folder.iterdir()):
-                    if path.suffix.lower() in PROMPT_EXTENSIONS:
+                    if path.is_file() and path.suffix.lower() in PROMPT_EXTENSIONS:
                         voices[path.stem] = path
+        with self._saved_lock:
+            voices.update((voice_id, saved.path) for voice_id, saved in self._saved.items())
         return voices
 
+    def register_saved_voice(self, voice_id: str, saved: SavedPrompt) -> None:
+        """Make a saved voice resolvable by id; its analysis stays resident (not in the LRU cache)."""
+        with self._saved_lock:
+            self._saved[voice_id] = saved
+
+    def unregister_saved_voice(self, voice_id: str) -> None:
+        with self._saved_lock:
+            self._saved.pop(voice_id, None)
+
+    def saved_voice(self, voice_id: str) -> SavedPrompt | None:
+        with self._saved_lock:
+            return self._saved.get(voice_id)
+
+    def prepare_prompt(self, audio: np.ndarray, rate: int, prompt_text: str) -> PromptVoice:
+        """Analyse a decoded prompt on the device, outside the cache (for saving a voice)."""
+        with self.scheduler.slot():
+            return self.engine.prepare_voice(audio, rate, prompt_text.strip(), content_key(audio, prompt_text.strip()))
+
+    def _saved_voice_for(self, voice_id: str, saved: SavedPrompt) -> PromptVoice:
+        """A saved voice's analysis: resident, or computed once from its prompt file and handed back."""
+        if saved.voice is not None:
+            return saved.voice
+        audio, rate = read_prompt(saved.path, PROMPT_RATE)
+        with self.scheduler.slot():
+            if saved.voice is None:  # another request may have computed it while this one waited
+                saved.voice = self.engine.prepare_voice(audio, rate, saved.prompt_text, content_key(audio, saved.prompt_text))
+                _LOGGER.info("Saved voice %s analysed from its prompt", voice_id)
+                if saved.on_prepared is not None:
+                    saved.on_prepared(saved.voice)
+        return saved.voice
+
     def _voice_for(self, prompt: str | Path | bytes | None, prompt_text: str) -> PromptVoice:
+        if isinstance(prompt, str):
+            saved = self.saved_voice(prompt)
+            if saved is not None:  # a saved voice brings its own transcript
+                return self._saved_voice_for(prompt, saved)
         builtin = self.builtin_voices()
         if prompt is None:
             if not builtin:
@@ -192,6 +248,7 @@ class Pipeline:
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "memory": self.memory_report(),
             "cached_voices": len(self._voices),
+            "saved_voices": len(self._saved),
             "queue_waiting": self.scheduler.waiting,
             "builtin_voices": list(self.builtin_voices()),
         }

@@ -38,6 +38,15 @@ class Settings:
     max_upload_mb: int = 20
     voice_cache_size: int = 32
     extra_allowed: list[Path] = field(default_factory=list)
+    api_key: str | None = None  # GLMTTS_API_KEY: required on /v1/* and as the UI password when set
+    rate_limit: int = 0  # requests a minute per client (API key or IP) on synthesis routes; 0 = off
+    request_timeout_s: float = 300.0  # a synthesis stops between segments once it runs this long
+    max_queue: int = 16  # requests that may wait for the device before more get 429
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest HTTP request body: an upload of `max_upload_mb` plus room for multipart overhead."""
+        return (self.max_upload_mb + 1) * 1024 * 1024
 
     @property
     def batch_dir(self) -> Path:
@@ -68,6 +77,13 @@ class Settings:
         parser.add_argument("--dtype", default=env.get("GLMTTS_DTYPE") or None, choices=[None, "fp32", "bf16", "fp16"])
         parser.add_argument("--outputs", default=env.get("GLMTTS_OUTPUTS", str(defaults.outputs)))
         parser.add_argument("--max-upload-mb", type=int, default=int(env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb)))
+        parser.add_argument(
+            "--rate-limit", type=int, default=int(env.get("GLMTTS_RATE_LIMIT", defaults.rate_limit)), help="requests a minute per client; 0 = off"
+        )
+        parser.add_argument(
+            "--request-timeout", type=float, default=float(env.get("GLMTTS_REQUEST_TIMEOUT_S", defaults.request_timeout_s)), help="seconds"
+        )
+        parser.add_argument("--max-queue", type=int, default=int(env.get("GLMTTS_MAX_QUEUE", defaults.max_queue)))
         args, _ = parser.parse_known_args(argv)
         return cls(
             host=args.host,
@@ -77,4 +93,8 @@ class Settings:
             dtype=args.dtype,
             outputs=Path(args.outputs).expanduser().resolve(),
             max_upload_mb=args.max_upload_mb,
+            api_key=env.get("GLMTTS_API_KEY") or None,  # environment only: a flag would show in `ps`
+            rate_limit=max(0, args.rate_limit),
+            request_timeout_s=args.request_timeout,
+            max_queue=max(1, args.max_queue),
         )

@@ -3,36 +3,51 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
-from glmtts.audio import write_wav
+from glmtts.audio import audio_to_wav_bytes, write_wav
 from glmtts.batch import new_job_dir, parse_jsonl, parse_lines, run_batch
 from glmtts.frontend.replace_dict import parse_replace_dict
 from glmtts.pipeline import Pipeline, SynthesisRequest
 from glmtts.scheduler import QueueFull, QueueTimeout
+from glmtts.server import MAX_SEED, SynthesisRun, TimeLimitExceeded, chunk_to_stream_audio, join_chunks
 from glmtts.types import SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 
 UPLOAD_VOICE = "(uploaded or recorded prompt)"
+# Gradio encodes streamed audio with an ffmpeg process; without one the live player is left out.
+LIVE_PLAYBACK = shutil.which("ffmpeg") is not None
 
 
 def build_ui(pipeline: Pipeline) -> gr.Blocks:
     engine = pipeline.engine
     voices = list(pipeline.builtin_voices())
     singles_dir = pipeline.settings.outputs / "single"
+    upload_root = Path(get_upload_folder()).resolve()
 
     def require_ready() -> None:
         if not pipeline.ready:
             raise gr.Error("The model is still warming up; try again in a few seconds.")
 
+    def uploaded(path: str) -> Path:
+        """A file the browser uploaded: it must lie in Gradio's upload folder, never elsewhere on the server."""
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(upload_root):
+            raise gr.Error("Upload the file through the page; paths on the server are not accepted.")
+        return resolved
+
     def prompt_of(upload: str | None, voice: str | None) -> Path | str | None:
-        return Path(upload) if upload else (voice or None)
+        return uploaded(upload) if upload else (voice or None)
 
     def options_of(seed, sampling, top_k, top_p, temperature, speed, sample_rate, use_cache, use_phoneme) -> SynthesisOptions:
+        if seed is None or not 0 <= seed <= MAX_SEED:
+            raise gr.Error(f"The seed must be a whole number from 0 to {MAX_SEED}.")
         return SynthesisOptions(
             seed=int(seed),
             sampling=sampling,
@@ -45,28 +60,58 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             use_phoneme=bool(use_phoneme),
         )
 
-    def synthesize(text, upload, voice, prompt_text, *option_values, progress=gr.Progress()):
-        require_ready()
-        options = options_of(*option_values)
-        try:
-            result = pipeline.synthesize(
-                SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options),
-                progress=lambda fraction, message: progress(fraction, desc=message),
-            )
-        except (SynthesisError, QueueFull, QueueTimeout) as error:
-            raise gr.Error(str(error)) from error
-        path = write_wav(singles_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav", result.audio, result.sample_rate)
-        timings = {stage: round(seconds, 3) for stage, seconds in result.timings.items()}
-        timings.update(audio_s=round(result.duration_s, 2), rtf=round(result.rtf, 3))
-        status = f"Done: {result.duration_s:.1f} s of audio in {result.timings['total']:.2f} s (RTF {result.rtf:.3f}), {len(result.segments)} segment(s)."
-        return str(path), timings, status, result.normalized_text
+    def make_synthesize(live: gr.Audio | None, output: gr.Audio, timings: gr.JSON, status: gr.Markdown, normalized: gr.Textbox):
+        """A callback that plays each segment on `live` as it finishes, then gives the whole file."""
+
+        async def synthesize(text, upload, voice, prompt_text, *option_values):
+            require_ready()
+            options = options_of(*option_values)
+            request = SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options)
+            started = time.perf_counter()
+            run = SynthesisRun(pipeline, request, pipeline.settings.request_timeout_s)
+            first_audio_s = None
+            try:
+                while (chunk := await run.next_chunk()) is not None:
+                    first_audio_s = first_audio_s or time.perf_counter() - started
+                    update = {status: f"Speaking… segment {chunk.index + 1} of {chunk.total} ready."}
+                    if live is not None:
+                        update[live] = audio_to_wav_bytes(chunk_to_stream_audio(chunk), chunk.sample_rate)
+                    yield update
+            except (SynthesisError, QueueFull, QueueTimeout, TimeLimitExceeded) as error:
+                raise gr.Error(str(error)) from error
+            except OSError as error:  # an uploaded prompt that vanished or cannot be read
+                raise gr.Error(f"The prompt file could not be read ({type(error).__name__}).") from error
+            finally:
+                run.cancel()
+            chunks = run.chunks
+            rate = chunks[0].sample_rate
+            audio = join_chunks(chunks)
+            total_s = time.perf_counter() - started
+            duration_s = len(audio) / rate
+            path = write_wav(singles_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav", audio, rate)
+            stage_s: dict[str, float] = {}
+            for piece in chunks:
+                for stage, seconds in piece.timings.items():
+                    stage_s[stage] = stage_s.get(stage, 0.0) + seconds
+            summary = {stage: round(seconds, 3) for stage, seconds in stage_s.items()}
+            rtf = total_s / max(duration_s, 1e-6)
+            summary.update(total=round(total_s, 3), first_audio_s=round(first_audio_s, 3), audio_s=round(duration_s, 2), rtf=round(rtf, 3))
+            yield {
+                output: str(path),
+                timings: summary,
+                status: f"Done: {duration_s:.1f} s of audio in {total_s:.2f} s (RTF {rtf:.3f}, first audio after "
+                f"{first_audio_s:.2f} s), {len(chunks)} segment(s).",
+                normalized: " ".join(c.segment.text for c in chunks),
+            }
+
+        return synthesize
 
     def run_batch_job(file, mode, upload, voice, prompt_text, job_name, *option_values, progress=gr.Progress()):
         require_ready()
         if file is None:
             raise gr.Error("Choose a batch file first.")
         try:
-            text = Path(file).read_text(encoding="utf-8")
+            text = uploaded(file).read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
             raise gr.Error("The batch file is not UTF-8 text.") from error
         try:
@@ -129,6 +174,18 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
                     prompt_text = gr.Textbox(label="Prompt transcript (optional)", lines=2)
             return upload, voice, prompt_text
 
+        def live_player(elem_id: str) -> gr.Audio | None:
+            if not LIVE_PLAYBACK:
+                return None
+            return gr.Audio(
+                label="Live (plays as each sentence finishes)",
+                streaming=True,
+                autoplay=True,
+                interactive=False,
+                buttons=[],
+                elem_id=elem_id,
+            )
+
         def option_inputs():
             with gr.Accordion("Advanced settings", open=False):
                 with gr.Row():
@@ -149,12 +206,19 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             options = option_inputs()
             use_phoneme = gr.Checkbox(False, label="Honour phoneme tokens in the text (<|SH|><|ANG1|>, [[ipa: ...]])")
             generate = gr.Button("Generate", variant="primary", elem_id="single-generate")
-            output = gr.Audio(label="Output", type="filepath", elem_id="single-output", buttons=["download"])
+            live = live_player("single-live")
+            output = gr.Audio(label="Output (whole file)", type="filepath", elem_id="single-output", buttons=["download"])
             status = gr.Markdown(elem_id="single-status")
             with gr.Accordion("Timings and normalized text", open=False):
                 timings = gr.JSON(label="Timings (seconds)")
                 normalized = gr.Textbox(label="Normalized text", interactive=False)
-            generate.click(synthesize, [text, upload, voice, prompt_text, *options, use_phoneme], [output, timings, status, normalized])
+            generate.click(
+                make_synthesize(live, output, timings, status, normalized),
+                [text, upload, voice, prompt_text, *options, use_phoneme],
+                [c for c in (live, output, timings, status, normalized) if c is not None],
+                api_name="synthesize",
+                show_progress="minimal",
+            )
 
         with gr.Tab("Batch"):
             gr.Markdown(
@@ -176,6 +240,7 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
                 run_batch_job,
                 [batch_file, mode, b_upload, b_voice, b_prompt_text, job_name, *b_options, b_use_phoneme],
                 [table, archive, summary],
+                api_name="batch",
             )
 
         with gr.Tab("Phoneme"):
@@ -190,14 +255,19 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             p_sequence = gr.Textbox(label="Phoneme sequence (editable)", lines=5, elem_id="phoneme-sequence")
             p_options = option_inputs()
             p_generate = gr.Button("Synthesize from phonemes", variant="primary")
-            p_output = gr.Audio(label="Output", type="filepath", buttons=["download"])
+            p_live = live_player("phoneme-live")
+            p_output = gr.Audio(label="Output (whole file)", type="filepath", buttons=["download"])
             p_status = gr.Markdown()
             p_timings = gr.JSON(visible=False)
             p_normalized = gr.Textbox(visible=False)
             to_ph.click(to_phonemes, p_text, p_sequence)
             phoneme_mode = gr.Checkbox(True, visible=False)
             p_generate.click(
-                synthesize, [p_sequence, p_upload, p_voice, p_prompt_text, *p_options, phoneme_mode], [p_output, p_timings, p_status, p_normalized]
+                make_synthesize(p_live, p_output, p_timings, p_status, p_normalized),
+                [p_sequence, p_upload, p_voice, p_prompt_text, *p_options, phoneme_mode],
+                [c for c in (p_live, p_output, p_timings, p_status, p_normalized) if c is not None],
+                api_name="synthesize_phonemes",
+                show_progress="minimal",
             )
             with gr.Accordion("Replace dictionary (configs/G2P_replace_dict.jsonl)", open=False):
                 dict_text = gr.Code(replace_dict_text(), language=None, label='One {"surface": "replacement"} a line')

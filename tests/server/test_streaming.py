@@ -1,0 +1,217 @@
+"""Streamed speech: chunked pcm / wav / mp3 from the first segment on, cancelled by a client that leaves,
+stopped by the time limit; plus the stream run and encoders on fakes (no models)."""
+
+import asyncio
+import io
+import struct
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from glmtts.server import StreamEncoder, SynthesisRun, TimeLimitExceeded, deadline_guard, wav_stream_header
+from glmtts.types import AudioChunk, Segment, SynthesisError
+
+from .conftest import speak
+
+RATE = 24000
+TWO_SEGMENTS = (
+    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
+    "It is easy to tell the depth of a well. These days a chicken leg is a rare dish. "
+    "Rice is often served in round bowls. The juice of lemons makes fine punch."
+)
+
+
+def sentences(count: int) -> str:
+    return " ".join(f"This is sentence number {i} of a long text that keeps the device busy for a while." for i in range(count))
+
+
+# ----------------------------------------------------------------------------- fakes, no models
+class FakePipeline:
+    """`synthesize_stream` as the real one behaves: a generator that holds a slot while it runs."""
+
+    def __init__(self, segments: int, seconds_each: float = 0.0, error: Exception | None = None):
+        self.segments = segments
+        self.seconds_each = seconds_each
+        self.error = error
+        self.produced = 0
+        self.slot_threads: list[int] = []  # thread that took the slot, thread that released it
+        self.released = threading.Event()
+
+    def synthesize_stream(self, request):
+        if self.error is not None:
+            raise self.error
+        self.slot_threads.append(threading.get_ident())
+        try:
+            for index in range(self.segments):
+                time.sleep(self.seconds_each)
+                self.produced += 1
+                audio = np.full(100, 0.1 * (index + 1), dtype=np.float32)
+                yield AudioChunk(index, self.segments, audio, RATE, Segment(f"s{index}", (), f"s{index}"), {"synthesis": 0.01})
+        finally:
+            self.slot_threads.append(threading.get_ident())
+            self.released.set()
+
+
+def consume(pipeline: FakePipeline, limit_s: float = 60.0, take: int | None = None) -> list[AudioChunk]:
+    async def main():
+        run = SynthesisRun(pipeline, request=None, time_limit_s=limit_s)
+        got = []
+        try:
+            while (chunk := await run.next_chunk()) is not None:
+                got.append(chunk)
+                if take is not None and len(got) == take:
+                    break
+        finally:
+            run.cancel()
+        return got
+
+    return asyncio.run(main())
+
+
+def test_run_hands_out_every_chunk_and_releases_the_slot_in_its_own_thread():
+    pipeline = FakePipeline(4)
+    chunks = consume(pipeline)
+    assert [c.index for c in chunks] == [0, 1, 2, 3]
+    assert pipeline.released.wait(5)
+    taker, releaser = pipeline.slot_threads
+    assert taker == releaser != threading.get_ident()
+
+
+def test_cancel_stops_after_the_segment_in_progress():
+    pipeline = FakePipeline(50, seconds_each=0.02)
+    assert len(consume(pipeline, take=1)) == 1
+    assert pipeline.released.wait(5)
+    assert pipeline.produced <= 3
+    assert pipeline.slot_threads[0] == pipeline.slot_threads[1]
+
+
+def test_time_limit_is_enforced_between_segments():
+    pipeline = FakePipeline(50, seconds_each=0.03)
+    with pytest.raises(TimeLimitExceeded, match="time limit"):
+        consume(pipeline, limit_s=0.1)
+    assert pipeline.released.wait(5)
+    assert 2 <= pipeline.produced <= 6
+
+
+def test_errors_before_the_first_chunk_reach_the_consumer():
+    with pytest.raises(SynthesisError, match="empty"):
+        consume(FakePipeline(1, error=SynthesisError("The text is empty.")))
+
+
+def test_deadline_guard_never_stops_after_the_last_segment():
+    guard = deadline_guard(time.monotonic() - 1, 5.0)
+    guard(1.0, "done")
+    with pytest.raises(TimeLimitExceeded):
+        guard(0.5, "half")
+
+
+def test_encoders_write_open_ended_wav_and_decodable_mp3():
+    header = wav_stream_header(RATE)
+    assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt " and header[36:40] == b"data"
+    assert struct.unpack("<I", header[4:8])[0] == 0xFFFFFFFF == struct.unpack("<I", header[40:44])[0]
+    assert struct.unpack("<HHI", header[20:28]) == (1, 1, RATE)
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * RATE) / RATE)).astype(np.float32)
+    for fmt in ("wav", "mp3"):
+        encoder = StreamEncoder(fmt, RATE)
+        first = encoder.encode(tone[: RATE * 2])
+        assert len(first) > 1000  # bytes come out before the stream ends
+        data = first + encoder.encode(tone[RATE * 2 :]) + encoder.finish()
+        audio, rate = sf.read(io.BytesIO(data))
+        assert rate == RATE and abs(len(audio) / rate - 3.0) < 0.1, fmt
+    pcm = StreamEncoder("pcm", RATE)
+    assert pcm.encode(np.array([0.0, 1.0, -2.0], dtype=np.float32)) == struct.pack("<3h", 0, 32767, -32767)
+
+
+# ----------------------------------------------------------------------------- the app as a process
+def stream(url: str, text: str, fmt: str) -> tuple[httpx.Response, list[tuple[float, bytes]]]:
+    """POST a streamed request; returns the response and (seconds since the request, bytes) per read."""
+    start = time.perf_counter()
+    pieces = []
+    with httpx.stream("POST", f"{url}/v1/audio/speech", json={"input": text, "stream": True, "response_format": fmt}, timeout=300) as r:
+        if r.status_code == 200:
+            for data in r.iter_raw():
+                pieces.append((time.perf_counter() - start, data))
+        else:
+            r.read()
+    return r, pieces
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3"])
+def test_streamed_audio_matches_the_whole_file(app_server, fmt):
+    response, pieces = stream(app_server.url, TWO_SEGMENTS, fmt)
+    assert response.status_code == 200, response.text
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.headers["x-sample-rate"] == str(RATE) and int(response.headers["x-segments"]) >= 2
+    data = b"".join(p for _, p in pieces)
+    if fmt == "pcm":
+        assert response.headers["content-type"] == "audio/L16"
+        streamed_s = len(data) / 2 / RATE
+    else:
+        if fmt == "wav":
+            assert data[:4] == b"RIFF" and data[40:44] == b"\xff\xff\xff\xff"
+        audio, rate = sf.read(io.BytesIO(data))
+        assert rate == RATE and np.abs(audio).max() > 0.05
+        streamed_s = len(audio) / rate
+    whole = speak(app_server.url, TWO_SEGMENTS, response_format=fmt if fmt != "pcm" else "wav")
+    whole_audio, _ = sf.read(io.BytesIO(whole.content))
+    whole_s = len(whole_audio) / RATE
+    print(f"{fmt}: streamed {streamed_s:.2f} s, whole {whole_s:.2f} s")
+    assert abs(streamed_s - whole_s) < 0.1 * whole_s  # the voices are not bit-exact run to run
+
+
+def test_mp3_is_a_response_format(app_server):
+    response = speak(app_server.url, "An mp3 file, please.", response_format="mp3")
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/mpeg"
+    audio, rate = sf.read(io.BytesIO(response.content))
+    assert rate == RATE and len(audio) / rate > 0.8
+
+
+def test_first_audio_arrives_long_before_the_last(app_server):
+    response, pieces = stream(app_server.url, sentences(12), "pcm")
+    assert response.status_code == 200
+    segments = int(response.headers["x-segments"])
+    first_s, total_s = pieces[0][0], pieces[-1][0]
+    print(f"{segments} segments: first audio {first_s:.2f} s, all {total_s:.2f} s")
+    assert segments >= 4
+    assert first_s < 0.5 * total_s
+
+
+def test_client_disconnect_frees_the_device(app_server):
+    start = time.perf_counter()
+    assert speak(app_server.url, "Next, please.").status_code == 200
+    short_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with httpx.stream(
+        "POST", f"{app_server.url}/v1/audio/speech", json={"input": sentences(40), "stream": True, "response_format": "pcm"}, timeout=300
+    ) as response:
+        segments = int(response.headers["x-segments"])
+        next(response.iter_raw())
+        first_s = time.perf_counter() - start
+    # The client left after one segment: at most the segment in progress is finished before the next request.
+    start = time.perf_counter()
+    assert speak(app_server.url, "Next, please.").status_code == 200
+    follow_up_s = time.perf_counter() - start
+    print(f"{segments} segments, first after {first_s:.2f} s; next request {follow_up_s:.2f} s (alone {short_s:.2f} s)")
+    assert segments >= 15
+    assert follow_up_s < first_s + 3 * short_s
+    assert httpx.get(f"{app_server.url}/v1/status").json()["queue_waiting"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"input": "", "stream": True}, 400, "empty"),
+        ({"input": "😀😀", "stream": True, "response_format": "wav"}, 400, "nothing to speak"),
+        ({"input": "hello", "stream": True, "voice": "nobody"}, 400, "unknown voice"),
+        ({"input": "hello", "stream": True, "response_format": "flac"}, 400, "streaming supports"),
+        ({"input": "hello", "stream": "sometimes"}, 422, "boolean"),
+    ],
+)
+def test_bad_streamed_requests_get_a_status_not_a_broken_stream(app_server, body, status, message):
+    response = httpx.post(f"{app_server.url}/v1/audio/speech", json=body, timeout=60)
+    assert response.status_code == status, response.text
+    assert message in response.text.lower()
