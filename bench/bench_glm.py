@@ -71,7 +71,7 @@ def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_toke
     engine.llm.generate(llm_input, 0, 0, SamplingConfig(), generator, forced_length=2)
     figures["first_llm_call_s"] = time.perf_counter() - start  # pages in memory-mapped weights
     start = time.perf_counter()
-    decoding, logits = engine.llm.start(llm_input)
+    decoding, logits = engine.llm.start(llm_input, decode_tokens)
     figures["prefill_s"] = time.perf_counter() - start
     tokens: list[int] = []
     start = time.perf_counter()

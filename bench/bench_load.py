@@ -106,7 +106,9 @@ def time_stream(url: str, text: str) -> tuple[float, float, int]:
     """Seconds to the first audio bytes and to the last, and the number of segments, streaming pcm."""
     start = time.perf_counter()
     first = 0.0
-    with httpx.stream("POST", f"{url}/v1/audio/speech", json={"input": text, "stream": True, "response_format": "pcm"}, timeout=600) as r:
+    with httpx.stream(
+        "POST", f"{url}/v1/audio/speech", json={"input": text, "stream": True, "response_format": "pcm"}, timeout=600
+    ) as r:
         r.raise_for_status()
         for _ in r.iter_raw():
             first = first or time.perf_counter() - start
@@ -160,7 +162,18 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as outputs:
         app = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port), "--device", args.device, "--outputs", outputs, "--max-queue", str(max(levels))],
+            [
+                sys.executable,
+                "app.py",
+                "--port",
+                str(port),
+                "--device",
+                args.device,
+                "--outputs",
+                outputs,
+                "--max-queue",
+                str(max(levels)),
+            ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -181,13 +194,17 @@ def main() -> None:
             warm_mib = process.memory_info().rss / 2**20
 
             loads = [run_load(url, n, max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_CLIENT * n), args.level_seconds) for n in levels]
-            streamed = [time_stream(url, LONG_TEXT) for _ in range(STREAM_REPEATS)]
-            whole = [time_whole(url, LONG_TEXT) for _ in range(STREAM_REPEATS)]
+            streamed, whole = [], []
+            for _ in range(STREAM_REPEATS):  # interleaved, so drift in machine load hits both alike
+                streamed.append(time_stream(url, LONG_TEXT))
+                whole.append(time_whole(url, LONG_TEXT))
             after_load_mib = process.memory_info().rss / 2**20
             soaked, samples = soak(url, process, args.soak_minutes)
             after_soak_mib = process.memory_info().rss / 2**20
 
-            print(f"engine: {status['engine']} on {status['device']}; {os.cpu_count()} cores; loopback; queue limit {max(levels)}")
+            print(
+                f"engine: {status['engine']} on {status['device']}; {os.cpu_count()} cores; loopback; queue limit {max(levels)}"
+            )
             print()
             print("| clients | requests | errors | requests/min | p50 latency | p95 latency |")
             print("| ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -211,8 +228,10 @@ def main() -> None:
             print(f"| RSS after the soak | {after_soak_mib:.0f} MiB ({after_soak_mib - warm_mib:+.0f} MiB vs warm-up) |")
             if samples:
                 half = len(samples) // 2
-                print(f"| RSS during the soak | min {min(samples):.0f}, max {max(samples):.0f} MiB; first half mean "
-                      f"{statistics.mean(samples[:half] or samples):.0f}, second half mean {statistics.mean(samples[half:]):.0f} MiB |")
+                print(
+                    f"| RSS during the soak | min {min(samples):.0f}, max {max(samples):.0f} MiB; first half mean "
+                    f"{statistics.mean(samples[:half] or samples):.0f}, second half mean {statistics.mean(samples[half:]):.0f} MiB |"
+                )
             errors = sorted({e for load in [*loads, soaked] for e in load.errors})
             if errors:
                 print(f"errors seen: {', '.join(errors)}")

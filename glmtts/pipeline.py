@@ -138,7 +138,15 @@ class Pipeline:
     def prepare_prompt(self, audio: np.ndarray, rate: int, prompt_text: str) -> PromptVoice:
         """Analyse a decoded prompt on the device, outside the cache (for saving a voice)."""
         with self.scheduler.slot():
-            return self.engine.prepare_voice(audio, rate, prompt_text.strip(), content_key(audio, prompt_text.strip()))
+            return self._analyse(audio, rate, prompt_text, content_key(audio, prompt_text.strip()))
+
+    def _analyse(self, audio: np.ndarray, rate: int, prompt_text: str, key: str) -> PromptVoice:
+        """Engine analysis of a prompt; its transcript is normalized the way target text is."""
+        try:
+            segments = self.frontend.text_to_segments(prompt_text) if prompt_text.strip() else []
+        except SynthesisError:  # nothing speakable in the transcript: treat it as absent
+            segments = []
+        return self.engine.prepare_voice(audio, rate, " ".join(s.text for s in segments), key)
 
     def _saved_voice_for(self, voice_id: str, saved: SavedPrompt) -> PromptVoice:
         """A saved voice's analysis: resident, or computed once from its prompt file and handed back."""
@@ -147,7 +155,7 @@ class Pipeline:
         audio, rate = read_prompt(saved.path, PROMPT_RATE)
         with self.scheduler.slot():
             if saved.voice is None:  # another request may have computed it while this one waited
-                saved.voice = self.engine.prepare_voice(audio, rate, saved.prompt_text, content_key(audio, saved.prompt_text))
+                saved.voice = self._analyse(audio, rate, saved.prompt_text, content_key(audio, saved.prompt_text))
                 _LOGGER.info("Saved voice %s analysed from its prompt", voice_id)
                 if saved.on_prepared is not None:
                     saved.on_prepared(saved.voice)
@@ -167,13 +175,16 @@ class Pipeline:
             if prompt not in builtin:
                 raise SynthesisError(f"Unknown voice {prompt!r}; voices: {', '.join(builtin) or 'none'}.")
             prompt = builtin[prompt]
+        if isinstance(prompt, Path) and not prompt_text.strip():
+            transcript = prompt.with_suffix(".txt")  # built-in voices ship their transcript beside them
+            prompt_text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
         audio, rate = read_prompt(prompt, PROMPT_RATE)
         key = content_key(audio, prompt_text)
         with self.scheduler.slot():
             if key in self._voices:
                 self._voices.move_to_end(key)
                 return self._voices[key]
-            voice = self.engine.prepare_voice(audio, rate, prompt_text.strip(), key)
+            voice = self._analyse(audio, rate, prompt_text, key)
             self._voices[key] = voice
             while len(self._voices) > self.settings.voice_cache_size:
                 self._voices.popitem(last=False)

@@ -5,8 +5,9 @@ One pure ASGI middleware (streamed responses and client disconnects pass through
 - API key: when `GLMTTS_API_KEY` is set (several keys may be given, comma-separated), every `/v1/`
   route needs `Authorization: Bearer <key>` or `X-API-Key: <key>`; the UI asks for a key as its login
   password (any user name). `/health` and `/ready` stay open.
-- Rate limit: a token bucket per client (its API key, else its IP address) on the routes that start
-  work: POSTs under `/v1/` and the UI's queue joins. Over the limit: 429 with Retry-After.
+- Rate limit: a token bucket per client (its API key, else its IP address) on the requests that start
+  work or guess a key: POSTs under `/v1/`, `/v1/` requests with a wrong key, the UI's runs and logins.
+  Over the limit: 429 with Retry-After.
 - Body limit: a request body larger than the limit gets 413, checked on Content-Length and again on
   the bytes that actually arrive.
 """
@@ -32,7 +33,7 @@ _LOGGER = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 API_PREFIX = "/v1/"
-UI_WORK_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/")
+UI_LIMITED_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/login")
 MAX_TRACKED_CLIENTS = 10_000  # buckets kept before idle (full) ones are dropped
 SECONDS_PER_MINUTE = 60.0
 
@@ -142,21 +143,25 @@ class SecurityMiddleware:
             return
         is_api = path.startswith(API_PREFIX)
         key = presented_key(headers)
-        if is_api and self.keys and not key_is_valid(key, self.keys):
-            message = "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
-            if key:
-                message = "The API key is not valid."
-            await _send_error(send, 401, message, {"WWW-Authenticate": "Bearer"})
-            return
-        starts_work = (is_api and scope["method"] == "POST") or path.startswith(UI_WORK_PATHS)
-        if self.limiter is not None and starts_work:
-            client = f"key:{key}" if is_api and key and self.keys else f"ip:{(scope.get('client') or ('unknown',))[0]}"
+        key_ok = not self.keys or key_is_valid(key, self.keys)
+        # Work and guesses cost a token: POSTs under /v1/, any /v1/ request with a wrong key, UI runs and logins.
+        limited = (is_api and (scope["method"] == "POST" or not key_ok)) or path.startswith(UI_LIMITED_PATHS)
+        if self.limiter is not None and limited:
+            client = f"key:{key}" if is_api and self.keys and key_ok else f"ip:{(scope.get('client') or ('unknown',))[0]}"
             wait_s = self.limiter.acquire(client)
             if wait_s > 0:
                 retry_after = max(1, math.ceil(wait_s))
                 message = f"Rate limit of {self.limiter.per_minute} requests a minute reached; retry in {retry_after} s."
                 await _send_error(send, 429, message, {"Retry-After": str(retry_after)})
                 return
+        if is_api and not key_ok:
+            message = (
+                "The API key is not valid."
+                if key
+                else "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+            )
+            await _send_error(send, 401, message, {"WWW-Authenticate": "Bearer"})
+            return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await _send_error(send, 413, BodyTooLarge(self.max_body_bytes).detail, {"Connection": "close"})

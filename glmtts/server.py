@@ -179,7 +179,6 @@ class SynthesisRun:
         self._loop = asyncio.get_running_loop()
         self._items: asyncio.Queue[object] = asyncio.Queue()
         self._stop = threading.Event()
-        self.finished = threading.Event()  # set once the thread has ended and released the device
         self.chunks: list[AudioChunk] = []  # every chunk handed out so far
         threading.Thread(target=self._run, name="synthesis-run", daemon=True).start()
 
@@ -194,11 +193,10 @@ class SynthesisRun:
                 if chunk.index + 1 < chunk.total and time.monotonic() > self._deadline:
                     raise TimeLimitExceeded(self._time_limit_s)
             self._deliver(self._END)
-        except Exception as error:  # handed to the consumer, which decides what the client sees
+        except Exception as error:  # noqa: BLE001 (handed to the consumer, which decides what the client sees)
             self._deliver(error)
         finally:
-            stream.close()
-            self.finished.set()
+            stream.close()  # in this thread, which took the device slot: releases it
 
     def _deliver(self, item: object) -> None:
         try:
@@ -289,7 +287,7 @@ def create_api(pipeline: Pipeline) -> FastAPI:
         headers = {"X-RTF": f"{result.rtf:.3f}", "X-Sample-Rate": str(result.sample_rate)}
         if body.response_format == "pcm":
             return Response(pcm16(result.audio), media_type=MEDIA_TYPES["pcm"], headers=headers)
-        audio = audio_to_wav_bytes(result.audio, result.sample_rate, body.response_format.upper())
+        audio = await run_in_threadpool(audio_to_wav_bytes, result.audio, result.sample_rate, body.response_format.upper())
         return Response(audio, media_type=MEDIA_TYPES[body.response_format], headers=headers)
 
     return api

@@ -78,10 +78,16 @@ class Settings:
         parser.add_argument("--outputs", default=env.get("GLMTTS_OUTPUTS", str(defaults.outputs)))
         parser.add_argument("--max-upload-mb", type=int, default=int(env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb)))
         parser.add_argument(
-            "--rate-limit", type=int, default=int(env.get("GLMTTS_RATE_LIMIT", defaults.rate_limit)), help="requests a minute per client; 0 = off"
+            "--rate-limit",
+            type=int,
+            default=int(env.get("GLMTTS_RATE_LIMIT", defaults.rate_limit)),
+            help="requests a minute per client; 0 = off",
         )
         parser.add_argument(
-            "--request-timeout", type=float, default=float(env.get("GLMTTS_REQUEST_TIMEOUT_S", defaults.request_timeout_s)), help="seconds"
+            "--request-timeout",
+            type=float,
+            default=float(env.get("GLMTTS_REQUEST_TIMEOUT_S", defaults.request_timeout_s)),
+            help="seconds",
         )
         parser.add_argument("--max-queue", type=int, default=int(env.get("GLMTTS_MAX_QUEUE", defaults.max_queue)))
         args, _ = parser.parse_known_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -20,7 +21,6 @@ from glmtts.types import SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 
-UPLOAD_VOICE = "(uploaded or recorded prompt)"
 # Gradio encodes streamed audio with an ffmpeg process; without one the live player is left out.
 LIVE_PLAYBACK = shutil.which("ffmpeg") is not None
 
@@ -85,17 +85,20 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
                 run.cancel()
             chunks = run.chunks
             rate = chunks[0].sample_rate
-            audio = join_chunks(chunks)
+            audio = await asyncio.to_thread(join_chunks, chunks)
             total_s = time.perf_counter() - started
             duration_s = len(audio) / rate
-            path = write_wav(singles_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav", audio, rate)
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav"
+            path = await asyncio.to_thread(write_wav, singles_dir / name, audio, rate)
             stage_s: dict[str, float] = {}
             for piece in chunks:
                 for stage, seconds in piece.timings.items():
                     stage_s[stage] = stage_s.get(stage, 0.0) + seconds
             summary = {stage: round(seconds, 3) for stage, seconds in stage_s.items()}
             rtf = total_s / max(duration_s, 1e-6)
-            summary.update(total=round(total_s, 3), first_audio_s=round(first_audio_s, 3), audio_s=round(duration_s, 2), rtf=round(rtf, 3))
+            summary.update(
+                total=round(total_s, 3), first_audio_s=round(first_audio_s, 3), audio_s=round(duration_s, 2), rtf=round(rtf, 3)
+            )
             yield {
                 output: str(path),
                 timings: summary,
@@ -122,9 +125,7 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
         except SynthesisError as error:
             raise gr.Error(str(error)) from error
         job_dir = new_job_dir(pipeline.settings.batch_dir, job_name or "")
-        outcomes, archive = run_batch(
-            pipeline, items, job_dir, options_of(*option_values), lambda f, m: progress(f, desc=m)
-        )
+        outcomes, archive = run_batch(pipeline, items, job_dir, options_of(*option_values), lambda f, m: progress(f, desc=m))
         rows = [[o.uttid, o.status, o.duration_s, o.message] for o in outcomes]
         ok = sum(o.status == "ok" for o in outcomes)
         summary = f"Job {job_dir.name}: {ok} of {len(outcomes)} items ok; files in outputs/batch/{job_dir.name}/."
@@ -288,4 +289,3 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             clear.click(clear_caches, None, cleared)
             demo.load(lambda: pipeline.status(), None, status_json)
     return demo
-

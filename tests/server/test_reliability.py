@@ -73,7 +73,12 @@ SPEECH_CASES = [
     ("empty body", {"headers": {"content-type": "application/json"}}, 422, "field required"),
     ("text/plain body", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 422, ""),
     ("oversized body", {"content": b"\0" * TOO_BIG, "headers": {"content-type": "application/json"}}, 413, "limit"),
-    ("oversized chunked body", {"content": chunked_zeros(TOO_BIG), "headers": {"content-type": "application/json"}}, 413, "limit"),
+    (
+        "oversized chunked body",
+        {"content": chunked_zeros(TOO_BIG), "headers": {"content-type": "application/json"}},
+        413,
+        "limit",
+    ),
 ]
 
 
@@ -89,7 +94,11 @@ def test_bad_speech_requests_get_a_clear_4xx(app_server, kwargs, status, message
 
 @pytest.mark.parametrize(
     "text",
-    ["hello\x00 world\x07, once \x1b[1mmore\x1b[0m.", "\ufeff\u202eHello\u202c there.", "第1章：Hello，世界！Ｆｕｌｌ ｗｉｄｔｈ."],
+    [
+        "hello\x00 world\x07, once \x1b[1mmore\x1b[0m.",
+        "\ufeff\u202eHello\u202c there.",
+        "第1章：Hello，世界！Ｆｕｌｌ ｗｉｄｔｈ.",
+    ],
     ids=["control characters inside words", "BOM and bidi marks", "mixed scripts and full width"],
 )
 def test_odd_but_speakable_text_is_spoken(app_server, text):
@@ -119,19 +128,41 @@ def corrupt_flac() -> bytes:
 
 
 def batch_line(**fields) -> str:
-    return json.dumps({"uttid": "u1", "prompt_text": "", "prompt_speech": "examples/prompt/libri_367.flac", "syn_text": "Hi.", **fields})
+    return json.dumps(
+        {"uttid": "u1", "prompt_text": "", "prompt_speech": "examples/prompt/libri_367.flac", "syn_text": "Hi.", **fields}
+    )
 
 
 V1_CASES = [
     ("voice: empty file", "/v1/voices", {"files": {"file": ("p.wav", b"")}, "data": {"name": "e"}}, "empty"),
-    ("voice: not audio", "/v1/voices", {"files": {"file": ("p.wav", b"not audio at all " * 20)}, "data": {"name": "n"}}, "could not be decoded"),
-    ("voice: corrupt flac", "/v1/voices", {"files": {"file": ("p.flac", corrupt_flac())}, "data": {"name": "c"}}, "could not be decoded"),
-    ("voice: silent", "/v1/voices", {"files": {"file": ("p.wav", wav_bytes(np.zeros(4 * RATE), RATE))}, "data": {"name": "s"}}, "silent"),
+    (
+        "voice: not audio",
+        "/v1/voices",
+        {"files": {"file": ("p.wav", b"not audio at all " * 20)}, "data": {"name": "n"}},
+        "could not be decoded",
+    ),
+    (
+        "voice: corrupt flac",
+        "/v1/voices",
+        {"files": {"file": ("p.flac", corrupt_flac())}, "data": {"name": "c"}},
+        "could not be decoded",
+    ),
+    (
+        "voice: silent",
+        "/v1/voices",
+        {"files": {"file": ("p.wav", wav_bytes(np.zeros(4 * RATE), RATE))}, "data": {"name": "s"}},
+        "silent",
+    ),
     ("voice: too short", "/v1/voices", {"files": {"file": ("p.wav", wav_bytes(np.full(RATE // 10, 0.3), RATE))}}, "at least 1 s"),
     ("voice: no file field", "/v1/voices", {"data": {"name": "x"}}, "file"),
     ("voice: JSON instead of a form", "/v1/voices", {"json": {"file": "x"}}, "file"),
     ("batch: malformed JSONL", "/v1/batch", {"json": {"jsonl": "{not json\n[1, 2]"}}, "not valid json"),
-    ("batch: path outside the allowed folders", "/v1/batch", {"json": {"jsonl": batch_line(prompt_speech="../../etc/passwd")}}, "outside"),
+    (
+        "batch: path outside the allowed folders",
+        "/v1/batch",
+        {"json": {"jsonl": batch_line(prompt_speech="../../etc/passwd")}},
+        "outside",
+    ),
     ("batch: absolute path", "/v1/batch", {"json": {"jsonl": batch_line(prompt_speech="/etc/passwd")}}, "outside"),
     ("batch: jsonl not a string", "/v1/batch", {"json": {"jsonl": 5}}, "string"),
     ("batch: body not JSON", "/v1/batch", raw_json("nope"), "json"),
@@ -194,7 +225,9 @@ def ui_error(ui, api_name: str, *args) -> str:
 
 
 def options(**changes) -> list:
-    values = dict(zip(["seed", "sampling", "top_k", "top_p", "temperature", "speed", "rate", "cache", "phoneme"], DEFAULT_OPTIONS))
+    values = dict(
+        zip(["seed", "sampling", "top_k", "top_p", "temperature", "speed", "rate", "cache", "phoneme"], DEFAULT_OPTIONS)
+    )
     values.update(changes)
     return list(values.values())
 
@@ -240,7 +273,9 @@ def test_ui_bad_prompt_files_show_a_message(ui, prompt_files, name, message):
 def test_ui_odd_prompt_files_still_give_speech(ui, prompt_files, name):
     from gradio_client import handle_file
 
-    *_, status, _normalized = ui.predict("Hello there.", handle_file(prompt_files[name]), "libri_367", "", *options(), api_name="/synthesize")
+    *_, status, _normalized = ui.predict(
+        "Hello there.", handle_file(prompt_files[name]), "libri_367", "", *options(), api_name="/synthesize"
+    )
     assert status.startswith("Done"), status
 
 

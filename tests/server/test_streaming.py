@@ -3,6 +3,7 @@ stopped by the time limit; plus the stream run and encoders on fakes (no models)
 
 import asyncio
 import io
+import shutil
 import struct
 import threading
 import time
@@ -11,9 +12,20 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from glmtts.server import StreamEncoder, SynthesisRun, TimeLimitExceeded, deadline_guard, wav_stream_header
+from glmtts.scheduler import QueueFull, QueueTimeout
+from glmtts.server import (
+    StreamEncoder,
+    SynthesisRun,
+    TimeLimitExceeded,
+    deadline_guard,
+    install_error_handlers,
+    wav_stream_header,
+)
 from glmtts.types import AudioChunk, Segment, SynthesisError
+from glmtts.ui import LIVE_PLAYBACK
 
 from .conftest import speak
 
@@ -109,6 +121,28 @@ def test_deadline_guard_never_stops_after_the_last_segment():
         guard(0.5, "half")
 
 
+@pytest.mark.parametrize(
+    ("error", "status", "retry_after"),
+    [
+        (TimeLimitExceeded(300), 504, None),
+        (QueueFull(16, 7), 429, "7"),
+        (QueueTimeout("waited"), 503, "5"),
+        (SynthesisError("The text is empty."), 400, None),
+    ],
+)
+def test_pipeline_errors_map_to_statuses_on_every_route(error, status, retry_after):
+    api = FastAPI()
+    install_error_handlers(api)
+
+    @api.post("/v1/anything")
+    def fail():
+        raise error
+
+    response = TestClient(api).post("/v1/anything")
+    assert response.status_code == status and response.json()["detail"] == str(error)
+    assert response.headers.get("retry-after") == retry_after
+
+
 def test_encoders_write_open_ended_wav_and_decodable_mp3():
     header = wav_stream_header(RATE)
     assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt " and header[36:40] == b"data"
@@ -131,7 +165,9 @@ def stream(url: str, text: str, fmt: str) -> tuple[httpx.Response, list[tuple[fl
     """POST a streamed request; returns the response and (seconds since the request, bytes) per read."""
     start = time.perf_counter()
     pieces = []
-    with httpx.stream("POST", f"{url}/v1/audio/speech", json={"input": text, "stream": True, "response_format": fmt}, timeout=300) as r:
+    with httpx.stream(
+        "POST", f"{url}/v1/audio/speech", json={"input": text, "stream": True, "response_format": fmt}, timeout=300
+    ) as r:
         if r.status_code == 200:
             for data in r.iter_raw():
                 pieces.append((time.perf_counter() - start, data))
@@ -186,7 +222,10 @@ def test_client_disconnect_frees_the_device(app_server):
     short_s = time.perf_counter() - start
     start = time.perf_counter()
     with httpx.stream(
-        "POST", f"{app_server.url}/v1/audio/speech", json={"input": sentences(40), "stream": True, "response_format": "pcm"}, timeout=300
+        "POST",
+        f"{app_server.url}/v1/audio/speech",
+        json={"input": sentences(40), "stream": True, "response_format": "pcm"},
+        timeout=300,
     ) as response:
         segments = int(response.headers["x-segments"])
         next(response.iter_raw())
@@ -215,3 +254,35 @@ def test_bad_streamed_requests_get_a_status_not_a_broken_stream(app_server, body
     response = httpx.post(f"{app_server.url}/v1/audio/speech", json=body, timeout=60)
     assert response.status_code == status, response.text
     assert message in response.text.lower()
+
+
+# ----------------------------------------------------------------------------- the UI's live player, in Chromium
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None or not LIVE_PLAYBACK, reason="needs Debian's chromium and ffmpeg (Gradio's stream encoder)")
+def test_ui_plays_the_first_sentences_before_the_whole_file_is_done(app_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(app_server.url, wait_until="networkidle")
+            page.locator("#single-text textarea").fill(sentences(12))
+            page.locator("#single-generate").click()
+            played_before_done = 0.0
+            deadline = time.monotonic() + 240
+            while "Done" not in page.locator("#single-status").inner_text():
+                assert time.monotonic() < deadline, "the UI never finished"
+                played = page.evaluate(
+                    "() => Math.max(0, ...Array.from(document.querySelectorAll('#single-live audio')).map(a => a.currentTime))"
+                )
+                played_before_done = max(played_before_done, played)
+                time.sleep(0.2)
+            download = page.locator("#single-output a[data-testid=download-link]")
+            download.wait_for(state="attached", timeout=60_000)
+        finally:
+            browser.close()
+    print(f"live player had played {played_before_done:.2f} s before the whole file was ready")
+    assert played_before_done > 0.5

@@ -118,10 +118,12 @@ def test_missing_added_tokens_file_is_named(tokenizer_dir: Path, tmp_path: Path)
 def test_cached_steps_equal_full_forward(llm: SpeechLM, tokenizer: TextTokenizer) -> None:
     ids = _prompt(tokenizer)
     prefix = 6
-    decoding, first = llm.start(ids[:prefix])
+    decoding, first = llm.start(ids[:prefix], len(ids) - prefix)
     stepped = [first] + [decoding.feed([token]) for token in ids[prefix:]]
     full = llm.logits(ids)  # [T, vocab]
     torch.testing.assert_close(torch.stack(stepped), full[prefix - 1 :], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="KV cache"):
+        decoding.feed([ids[0]])
 
 
 def test_same_seed_same_tokens(llm: SpeechLM, tokenizer: TextTokenizer) -> None:

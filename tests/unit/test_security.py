@@ -38,6 +38,10 @@ def make_app(clock=None, **settings) -> FastAPI:
     async def echo(request: Request):
         return {"bytes": len(await request.body())}
 
+    @app.post("/login")
+    def login():
+        return {"login": True}
+
     @app.post("/gradio_api/queue/join")
     def join():
         return {"joined": True}
@@ -137,6 +141,14 @@ def test_rate_limit_is_per_api_key_when_keys_are_set():
         assert http.post("/v1/echo", headers={"X-API-Key": "k1"}).status_code == 200
         assert http.post("/v1/echo", headers={"X-API-Key": "k1"}).status_code == 429
         assert http.post("/v1/echo", headers={"X-API-Key": "k2"}).status_code == 200
+
+
+def test_key_guessing_is_rate_limited_by_address():
+    app = make_app(FakeClock(), rate_limit=2, api_key="k1")
+    with client(app) as http:
+        assert [http.get("/v1/status", headers={"X-API-Key": f"guess{i}"}).status_code for i in range(3)] == [401, 401, 429]
+        assert http.post("/login", data={"username": "u", "password": "p"}).status_code == 429  # same address, same bucket
+        assert http.get("/v1/status", headers={"X-API-Key": "k1"}).status_code == 200  # a valid key reading costs nothing
 
 
 def test_bodies_over_the_limit_get_413_declared_or_streamed():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from glmtts.engines.glm.errors import CheckpointError
@@ -79,9 +79,10 @@ class SpeechLM:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         return self.model(input_ids=input_ids, use_cache=False).logits[0].float()
 
-    def start(self, prompt_ids: list[int]) -> tuple[Decoding, torch.Tensor]:
-        """Prefill the prompt; returns the decoding state and the next-token logits [vocab] float32."""
-        decoding = Decoding(self.model, self.device)
+    def start(self, prompt_ids: list[int], max_new: int) -> tuple[Decoding, torch.Tensor]:
+        """Prefill the prompt, with room for `max_new` more ids; returns the decoding state and the
+        next-token logits [vocab] float32."""
+        decoding = Decoding(self.model, self.device, len(prompt_ids) + max_new)
         return decoding, decoding.feed(prompt_ids)
 
     @torch.inference_mode()
@@ -107,7 +108,7 @@ class SpeechLM:
             outside_speech[ids.audio_start : ids.audio_end + 1] = False
         if max_new <= 0:
             return []
-        decoding, logits = self.start(prompt_ids)
+        decoding, logits = self.start(prompt_ids, max_new)
         tokens: list[int] = []
         while len(tokens) < max_new:
             if outside_speech is not None:
@@ -124,18 +125,34 @@ class SpeechLM:
 
 
 class Decoding:
-    """One sequence's KV cache and position: feed ids, get the logits after the last one."""
+    """One sequence's KV cache and position: feed ids, get the logits after the last one.
 
-    def __init__(self, model: LlamaForCausalLM, device: torch.device):
+    The cache is a StaticCache sized for the whole sequence: on the CPU it decoded as fast as or
+    faster than a DynamicCache, which concatenates new keys and values at every step.
+    """
+
+    def __init__(self, model: LlamaForCausalLM, device: torch.device, capacity: int):
         self._model = model
         self._device = device
-        self._cache = DynamicCache(config=model.config)
+        self._capacity = capacity
+        self._length = 0
+        self._cache = StaticCache(config=model.config, max_cache_len=capacity)
 
     @torch.inference_mode()
     def feed(self, ids: list[int]) -> torch.Tensor:
         """Append `ids` to the sequence; logits for the next position: [vocab] float32."""
+        if self._length + len(ids) > self._capacity:
+            raise ValueError(f"the KV cache holds {self._capacity} positions; {self._length + len(ids)} requested")
         input_ids = torch.tensor([ids], dtype=torch.long, device=self._device)  # [1, n]
-        out = self._model(input_ids=input_ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        positions = torch.arange(self._length, self._length + len(ids), device=self._device)  # [n]
+        self._length += len(ids)
+        out = self._model(
+            input_ids=input_ids,
+            past_key_values=self._cache,
+            cache_position=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.logits[0, -1].float()
 
 
