@@ -48,7 +48,7 @@ pipeline = build_pipeline(settings)
 pipeline.scheduler.max_waiting = settings.max_queue
 started = time.perf_counter()
 api = create_api(pipeline)
-voices, jobs = mount_v1(api, pipeline, settings)
+mount_v1(api, pipeline, settings)  # saved voices registered and interrupted jobs recovered before warm-up
 ui = build_ui(pipeline)
 ui.has_launched = True  # Gradio checks that input files were uploaded only in launched apps, not mounted ones
 app = gr.mount_gradio_app(
@@ -65,8 +65,6 @@ server = serve_in_background(app, settings) if __name__ == "__main__" else None
 try:
     pipeline.load()
     pipeline.warmup()
-    voices.load_all()
-    jobs.recover()
 except Exception as error:
     _LOGGER.exception("Start-up failed")
     raise SystemExit(f"Start-up failed: {type(error).__name__}: {error}") from error
