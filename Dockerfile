@@ -3,7 +3,7 @@
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 \
     GRADIO_ANALYTICS_ENABLED=False GLMTTS_HOST=0.0.0.0 GLMTTS_CKPT=/ckpt
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libsndfile1 \
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libsndfile1 ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt tools/env.sh ./tools/
