@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
+from app_process import running_app
 
-ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "Warm start means the first request is as fast as the hundredth."
 PARAGRAPHS = {
     "English": (
@@ -38,12 +33,6 @@ PARAGRAPHS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def speak(url: str, text: str) -> tuple[float, httpx.Response]:
     start = time.perf_counter()
     response = httpx.post(f"{url}/v1/audio/speech", json={"input": text}, timeout=600)
@@ -58,53 +47,29 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=7, help="warm repetitions of the sentence")
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as outputs:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port), "--device", args.device, "--outputs", outputs],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "GLMTTS_CKPT": args.ckpt, "ORT_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"},
-        )
-        try:
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit("app.py exited before it was ready")
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-            ready_s = time.perf_counter() - started
-            status = httpx.get(f"{url}/v1/status").json()
+    with running_app(args.ckpt, args.device) as (_, url, ready_s):
+        status = httpx.get(f"{url}/v1/status").json()
 
-            first_s, _ = speak(url, SENTENCE)
-            warm = [speak(url, SENTENCE)[0] for _ in range(args.warm)]
-            warm_median = statistics.median(warm)
+        first_s, _ = speak(url, SENTENCE)
+        warm = [speak(url, SENTENCE)[0] for _ in range(args.warm)]
+        warm_median = statistics.median(warm)
 
-            print(f"engine: {status['engine']} on {status['device']} ({status['engine_reason']})")
-            print(f"cores: {os.cpu_count()}")
-            print(f"{'process start -> ready':<34}{ready_s:8.2f} s")
-            for name, seconds in status["timings"].items():
-                print(f"  {name:<32}{seconds:8.2f} s")
-            print(f"{'first request':<34}{first_s:8.3f} s")
-            print(f"{'warm median (n=' + str(args.warm) + ')':<34}{warm_median:8.3f} s")
-            print(f"{'first / warm median':<34}{first_s / warm_median:8.2f}")
-            print("RTF (server-side synthesis time / audio duration):")
-            for name, text in PARAGRAPHS.items():
-                seconds, response = speak(url, text)
-                audio_s = (len(response.content) - 44) / 2 / int(response.headers["X-Sample-Rate"])
-                print(f"  {name:<14}{float(response.headers['X-RTF']):6.3f}   ({audio_s:5.1f} s of audio, {seconds:5.2f} s wall)")
-            memory = httpx.get(f"{url}/v1/status").json()["memory"]
-            for name, mib in memory.items():
-                print(f"{'memory ' + name:<34}{mib:8.1f} MiB")
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        print(f"engine: {status['engine']} on {status['device']} ({status['engine_reason']})")
+        print(f"cores: {os.cpu_count()}")
+        print(f"{'process start -> ready':<34}{ready_s:8.2f} s")
+        for name, seconds in status["timings"].items():
+            print(f"  {name:<32}{seconds:8.2f} s")
+        print(f"{'first request':<34}{first_s:8.3f} s")
+        print(f"{'warm median (n=' + str(args.warm) + ')':<34}{warm_median:8.3f} s")
+        print(f"{'first / warm median':<34}{first_s / warm_median:8.2f}")
+        print("RTF (server-side synthesis time / audio duration):")
+        for name, text in PARAGRAPHS.items():
+            seconds, response = speak(url, text)
+            audio_s = (len(response.content) - 44) / 2 / int(response.headers["X-Sample-Rate"])
+            print(f"  {name:<14}{float(response.headers['X-RTF']):6.3f}   ({audio_s:5.1f} s of audio, {seconds:5.2f} s wall)")
+        memory = httpx.get(f"{url}/v1/status").json()["memory"]
+        for name, mib in memory.items():
+            print(f"{'memory ' + name:<34}{mib:8.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import psutil
+from app_process import running_app
 
-ROOT = Path(__file__).resolve().parents[1]
 MIXED_REQUESTS = [
     {"input": "The quick brown fox jumps over the lazy dog."},
     {"input": "今天天气很好，我们一起去公园散步吧。", "voice": "libri_1688"},
@@ -50,12 +46,6 @@ class LoadResult:
     @property
     def per_minute(self) -> float:
         return 60.0 * len(self.latencies) / self.wall_s if self.wall_s else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -158,86 +148,54 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(n) for n in args.clients.split(",")]
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as outputs:
-        app = subprocess.Popen(
-            [
-                sys.executable,
-                "app.py",
-                "--port",
-                str(port),
-                "--device",
-                args.device,
-                "--outputs",
-                outputs,
-                "--max-queue",
-                str(max(levels)),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "GLMTTS_CKPT": args.ckpt, "ORT_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"},
+    with running_app(args.ckpt, args.device, "--max-queue", str(max(levels))) as (app, url, _):
+        process = psutil.Process(app.pid)
+        status = httpx.get(f"{url}/v1/status").json()
+        warm_mib = process.memory_info().rss / 2**20
+
+        loads = [run_load(url, n, max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_CLIENT * n), args.level_seconds) for n in levels]
+        streamed, whole = [], []
+        for _ in range(STREAM_REPEATS):  # interleaved, so drift in machine load hits both alike
+            streamed.append(time_stream(url, LONG_TEXT))
+            whole.append(time_whole(url, LONG_TEXT))
+        after_load_mib = process.memory_info().rss / 2**20
+        soaked, samples = soak(url, process, args.soak_minutes)
+        after_soak_mib = process.memory_info().rss / 2**20
+
+        print(
+            f"engine: {status['engine']} on {status['device']}; {os.cpu_count()} cores; loopback; queue limit {max(levels)}"
         )
-        try:
-            while True:
-                if app.poll() is not None:
-                    raise SystemExit("app.py exited before it was ready")
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            process = psutil.Process(app.pid)
-            status = httpx.get(f"{url}/v1/status").json()
-            warm_mib = process.memory_info().rss / 2**20
-
-            loads = [run_load(url, n, max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_CLIENT * n), args.level_seconds) for n in levels]
-            streamed, whole = [], []
-            for _ in range(STREAM_REPEATS):  # interleaved, so drift in machine load hits both alike
-                streamed.append(time_stream(url, LONG_TEXT))
-                whole.append(time_whole(url, LONG_TEXT))
-            after_load_mib = process.memory_info().rss / 2**20
-            soaked, samples = soak(url, process, args.soak_minutes)
-            after_soak_mib = process.memory_info().rss / 2**20
-
+        print()
+        print("| clients | requests | errors | requests/min | p50 latency | p95 latency |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for load in loads:
             print(
-                f"engine: {status['engine']} on {status['device']}; {os.cpu_count()} cores; loopback; queue limit {max(levels)}"
+                f"| {load.clients} | {len(load.latencies)} | {len(load.errors)} | {load.per_minute:.1f} | "
+                f"{statistics.median(load.latencies):.2f} s | {percentile(load.latencies, 0.95):.2f} s |"
             )
-            print()
-            print("| clients | requests | errors | requests/min | p50 latency | p95 latency |")
-            print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-            for load in loads:
-                print(
-                    f"| {load.clients} | {len(load.latencies)} | {len(load.errors)} | {load.per_minute:.1f} | "
-                    f"{statistics.median(load.latencies):.2f} s | {percentile(load.latencies, 0.95):.2f} s |"
-                )
-            print()
-            first = statistics.median(s[0] for s in streamed)
-            last = statistics.median(s[1] for s in streamed)
-            print(f"long text ({len(LONG_TEXT)} characters, {streamed[0][2]} segments), median of {STREAM_REPEATS}:")
-            print(f"| streamed: first audio | {first:.2f} s |")
-            print(f"| streamed: last audio | {last:.2f} s |")
-            print(f"| whole file (not streamed) | {statistics.median(whole):.2f} s |")
-            print()
-            print(f"soak: {args.soak_minutes:g} min, 3 clients (mixed texts) + 1 streaming the long text")
-            print(f"| requests | {len(soaked.latencies)} ok, {len(soaked.errors)} errors, {soaked.per_minute:.1f}/min |")
-            print(f"| RSS after warm-up | {warm_mib:.0f} MiB |")
-            print(f"| RSS after the load levels | {after_load_mib:.0f} MiB |")
-            print(f"| RSS after the soak | {after_soak_mib:.0f} MiB ({after_soak_mib - warm_mib:+.0f} MiB vs warm-up) |")
-            if samples:
-                half = len(samples) // 2
-                print(
-                    f"| RSS during the soak | min {min(samples):.0f}, max {max(samples):.0f} MiB; first half mean "
-                    f"{statistics.mean(samples[:half] or samples):.0f}, second half mean {statistics.mean(samples[half:]):.0f} MiB |"
-                )
-            errors = sorted({e for load in [*loads, soaked] for e in load.errors})
-            if errors:
-                print(f"errors seen: {', '.join(errors)}")
-        finally:
-            app.terminate()
-            app.wait(timeout=30)
+        print()
+        first = statistics.median(s[0] for s in streamed)
+        last = statistics.median(s[1] for s in streamed)
+        print(f"long text ({len(LONG_TEXT)} characters, {streamed[0][2]} segments), median of {STREAM_REPEATS}:")
+        print(f"| streamed: first audio | {first:.2f} s |")
+        print(f"| streamed: last audio | {last:.2f} s |")
+        print(f"| whole file (not streamed) | {statistics.median(whole):.2f} s |")
+        print()
+        print(f"soak: {args.soak_minutes:g} min, 3 clients (mixed texts) + 1 streaming the long text")
+        print(f"| requests | {len(soaked.latencies)} ok, {len(soaked.errors)} errors, {soaked.per_minute:.1f}/min |")
+        print(f"| RSS after warm-up | {warm_mib:.0f} MiB |")
+        print(f"| RSS after the load levels | {after_load_mib:.0f} MiB |")
+        print(f"| RSS after the soak | {after_soak_mib:.0f} MiB ({after_soak_mib - warm_mib:+.0f} MiB vs warm-up) |")
+        if samples:
+            half = len(samples) // 2
+            print(
+                f"| RSS during the soak | min {min(samples):.0f}, max {max(samples):.0f} MiB; first half mean "
+                f"{statistics.mean(samples[:half] or samples):.0f}, second half mean {statistics.mean(samples[half:]):.0f} MiB |"
+            )
+        errors = sorted({e for load in [*loads, soaked] for e in load.errors})
+        if errors:
+            print(f"errors seen: {', '.join(errors)}")
+
 
 
 if __name__ == "__main__":
