@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -21,15 +19,6 @@ from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisError, Syn
 RATE = 24000
 FORCED = 50  # speech tokens per segment: 2 s of audio
 TEXTS = ("hello world today.", "the weather is nice,", "see you tomorrow!")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a busy machine threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
