@@ -2,7 +2,7 @@
 # Run:   docker run --gpus all -p 7860:7860 -v /data/ckpt:/ckpt:ro -v /data/outputs:/app/outputs glmtts-webui
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 \
-    GRADIO_ANALYTICS_ENABLED=False GLMTTS_HOST=0.0.0.0 GLMTTS_CKPT=/ckpt
+    GRADIO_ANALYTICS_ENABLED=False MALLOC_ARENA_MAX=2 GLMTTS_HOST=0.0.0.0 GLMTTS_CKPT=/ckpt
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libsndfile1 ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app

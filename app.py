@@ -48,8 +48,8 @@ pipeline = build_pipeline(settings)
 pipeline.scheduler.max_waiting = settings.max_queue
 started = time.perf_counter()
 api = create_api(pipeline)
-mount_v1(api, pipeline, settings)  # saved voices registered and interrupted jobs recovered before warm-up
-ui = build_ui(pipeline)
+_voices, jobs = mount_v1(api, pipeline, settings)  # saved voices registered and interrupted jobs recovered before warm-up
+ui = build_ui(pipeline, jobs)
 ui.has_launched = True  # Gradio checks that input files were uploaded only in launched apps, not mounted ones
 app = gr.mount_gradio_app(
     api,

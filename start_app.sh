@@ -11,6 +11,8 @@ cd "$root" || exit 1
 source tools/env.sh
 activate_env || { echo "start_app: could not prepare the Python environment (see above)" >&2; exit 1; }
 export ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False PYTHONUNBUFFERED=1
+# Fewer glibc malloc arenas: request threads otherwise fragment memory and RSS creeps up under load.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 
 mkdir -p outputs/logs
 log="outputs/logs/app-$(date +%Y%m%d-%H%M%S).log"

@@ -35,7 +35,8 @@ def running_app(ckpt: str, device: str, *extra_args: str) -> Iterator[tuple[subp
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "GLMTTS_CKPT": ckpt, "ORT_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"},
+            # MALLOC_ARENA_MAX as start_app.sh and the deployment files set it.
+            env={"MALLOC_ARENA_MAX": "2", **os.environ, "GLMTTS_CKPT": ckpt, "ORT_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"},
         )
         try:
             while True:

@@ -12,8 +12,8 @@ import os
 import re
 import time
 import zipfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -44,15 +44,6 @@ class BatchItem:
     error: str = ""
 
 
-@dataclass
-class ItemOutcome:
-    uttid: str
-    status: str  # "ok" or "error"
-    message: str = ""
-    duration_s: float = 0.0
-    path: str = ""
-
-
 def safe_name(name: str, fallback: str) -> str:
     cleaned = _SAFE_NAME.sub("_", name).strip("._")[:80]
     return cleaned or fallback
@@ -71,8 +62,11 @@ def confine_path(raw: str, allowed_roots: list[Path]) -> Path:
     raise SynthesisError(f"prompt_speech {raw!r} is outside the allowed folders ({names}).")
 
 
-def parse_jsonl(text: str, allowed_roots: list[Path]) -> list[BatchItem]:
-    """Parse a GLM-TTS batch file; bad lines become items carrying their error."""
+def parse_jsonl(text: str, allowed_roots: list[Path], voice_names: Collection[str] = ()) -> list[BatchItem]:
+    """Parse a GLM-TTS batch file; bad lines become items carrying their error.
+
+    `prompt_speech` is a file path inside `allowed_roots`, or one of `voice_names` (a built-in or saved voice).
+    """
     _check_size(text)
     items: list[BatchItem] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -95,23 +89,26 @@ def parse_jsonl(text: str, allowed_roots: list[Path]) -> list[BatchItem]:
             items.append(BatchItem(number, uttid, error=f"line {number}: {problem}"))
             continue
         item = BatchItem(number, uttid, str(record["syn_text"]), str(record["prompt_text"]))
+        prompt = str(record["prompt_speech"])
         try:
-            item.prompt_speech = confine_path(str(record["prompt_speech"]), allowed_roots)
+            item.prompt_speech = prompt if prompt in voice_names else confine_path(prompt, allowed_roots)
         except SynthesisError as error:
             item.error = f"line {number}: {error}"
         items.append(item)
-    return _dedupe(_check_count(items))
+    _check_count(len(items))
+    return _dedupe(items)
 
 
-def parse_lines(text: str, voice: Path | str | None, prompt_text: str = "") -> list[BatchItem]:
-    """One utterance a line, all in one prompt voice."""
+def lines_to_jsonl(text: str, prompt_speech: str, prompt_text: str = "") -> str:
+    """A GLM-TTS JSONL from one utterance a line, all in one prompt voice (a path or a voice name)."""
     _check_size(text)
-    items = [
-        BatchItem(number, f"{number:04d}", line.strip(), prompt_text, voice)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip()
+    utterances = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    _check_count(len(utterances))
+    records = [
+        {"uttid": f"{number:04d}", "prompt_text": prompt_text, "prompt_speech": prompt_speech, "syn_text": line}
+        for number, line in utterances
     ]
-    return _check_count(items)
+    return "\n".join(json.dumps(record, ensure_ascii=False) for record in records) + "\n"
 
 
 def _check_size(text: str) -> None:
@@ -119,12 +116,11 @@ def _check_size(text: str) -> None:
         raise SynthesisError(f"The batch file is larger than {MAX_BATCH_BYTES // 1024 // 1024} MB.")
 
 
-def _check_count(items: list[BatchItem]) -> list[BatchItem]:
-    if not items:
+def _check_count(count: int) -> None:
+    if not count:
         raise SynthesisError("The batch file holds no utterances.")
-    if len(items) > MAX_BATCH_ITEMS:
-        raise SynthesisError(f"The batch file holds {len(items)} utterances; the limit is {MAX_BATCH_ITEMS}.")
-    return items
+    if count > MAX_BATCH_ITEMS:
+        raise SynthesisError(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
 
 
 def _dedupe(items: list[BatchItem]) -> list[BatchItem]:
@@ -148,51 +144,31 @@ def new_job_dir(batch_root: Path, name: str = "") -> Path:
     return job
 
 
-def run_batch(
-    pipeline: Pipeline,
-    items: list[BatchItem],
-    job_dir: Path,
-    options: SynthesisOptions,
-    progress: Callable[[float, str], None] | None = None,
-) -> tuple[list[ItemOutcome], Path]:
-    """Synthesize every item into `job_dir`, append its manifest line, then zip the folder."""
-    outcomes: list[ItemOutcome] = []
-    with (job_dir / MANIFEST).open("a", encoding="utf-8") as log:
-        for index, item in enumerate(items):
-            if progress:
-                progress(index / len(items), f"{index + 1}/{len(items)}: {item.uttid}")
-            outcome, record = run_item(pipeline, item, job_dir, options)
-            outcomes.append(outcome)
-            append_record(log, record)
-    if progress:
-        progress(1.0, "zipping")
-    return outcomes, zip_job(job_dir)
-
-
-def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions) -> tuple[ItemOutcome, dict]:
-    """Synthesize one item into `job_dir/<uttid>.wav` (synced to disk); returns its outcome and manifest record."""
+def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions) -> dict[str, object]:
+    """Synthesize one item into `job_dir/<uttid>.wav` (synced to disk); returns its manifest record."""
     record: dict[str, object] = {"uttid": item.uttid, "line": item.line, "text": item.syn_text}
     if item.error:
-        outcome = ItemOutcome(item.uttid, "error", item.error)
-    else:
-        try:
-            result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH))
-            path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
-            _fsync_file(path)
-            outcome = ItemOutcome(item.uttid, "ok", "", round(result.duration_s, 2), path.name)
-            record.update(
-                normalized_text=result.normalized_text,
-                phonemes=result.phoneme_text,
-                rtf=round(result.rtf, 3),
-                sample_rate=result.sample_rate,
-            )
-        except SynthesisError as error:
-            outcome = ItemOutcome(item.uttid, "error", str(error))
-        except Exception as error:  # one broken item must not stop the job
-            _LOGGER.exception("Batch item %s failed", item.uttid)
-            outcome = ItemOutcome(item.uttid, "error", f"internal error: {type(error).__name__}: {error}")
-    record.update({key: value for key, value in asdict(outcome).items() if key != "uttid"})
-    return outcome, record
+        return {**record, "status": "error", "message": item.error}
+    try:
+        result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH))
+        path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
+        _fsync_file(path)
+    except SynthesisError as error:
+        return {**record, "status": "error", "message": str(error)}
+    except Exception as error:  # one broken item must not stop the job
+        _LOGGER.exception("Batch item %s failed", item.uttid)
+        return {**record, "status": "error", "message": f"internal error: {type(error).__name__}: {error}"}
+    return {
+        **record,
+        "normalized_text": result.normalized_text,
+        "phonemes": result.phoneme_text,
+        "rtf": round(result.rtf, 3),
+        "sample_rate": result.sample_rate,
+        "status": "ok",
+        "message": "",
+        "duration_s": round(result.duration_s, 2),
+        "path": path.name,
+    }
 
 
 def append_record(log: TextIO, record: dict) -> None:

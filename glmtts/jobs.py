@@ -227,8 +227,12 @@ class BatchJobs:
             self._worker.join(timeout_s)
 
     # ----------------------------------------------------------------- operations
-    def submit(self, jsonl: str, options: SynthesisOptions | None = None, name: str = "") -> str:
-        """Check a GLM-TTS JSONL strictly (any bad line rejects it), store it and queue the job."""
+    def submit(self, jsonl: str, options: SynthesisOptions | None = None, name: str = "", strict: bool = True) -> str:
+        """Check a GLM-TTS JSONL, store it and queue the job.
+
+        `strict`: any bad line rejects the whole file. Otherwise bad lines become error items in the
+        manifest and the rest run (the UI's way: the table shows what was wrong with each line).
+        """
         options = options or SynthesisOptions()
         name = " ".join(name.split())
         if len(name) > MAX_NAME_CHARS:
@@ -236,13 +240,13 @@ class BatchJobs:
         self._check_options(options)
         size = len(jsonl.encode("utf-8"))
         if size > MAX_BATCH_BYTES:
-            raise BatchTooLarge(f"The batch file has {size} bytes; the limit is {MAX_BATCH_BYTES}.")
+            raise BatchTooLarge(f"The batch file has {size / 2**20:.1f} MB; the limit is {MAX_BATCH_BYTES / 2**20:g} MB.")
         count = sum(1 for line in jsonl.splitlines() if line.strip())
         if count > MAX_BATCH_ITEMS:
             raise BatchTooLarge(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
-        items = parse_jsonl(jsonl, self.allowed_roots)
+        items = parse_jsonl(jsonl, self.allowed_roots, self.pipeline.builtin_voices())
         errors = [item.error for item in items if item.error]
-        if errors:
+        if errors and strict:
             more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
             raise BatchInputError("; ".join(errors[:MAX_REPORTED_ERRORS]) + more, errors)
         with self._lock:
@@ -384,7 +388,8 @@ class BatchJobs:
                     self._save(job)
 
     def _run(self, job: _Job) -> None:
-        items = parse_jsonl((job.folder / INPUT_FILE).read_text(encoding="utf-8"), self.allowed_roots)
+        jsonl = (job.folder / INPUT_FILE).read_text(encoding="utf-8")
+        items = parse_jsonl(jsonl, self.allowed_roots, self.pipeline.builtin_voices())
         options = options_from_dict(job.state.options)
         with (job.folder / MANIFEST).open("a", encoding="utf-8") as log:
             for item in items:
@@ -420,7 +425,7 @@ class BatchJobs:
         while True:
             try:
                 with self.pipeline.scheduler.slot(BATCH, SLOT_WAIT_S):
-                    return run_item(self.pipeline, item, job.folder, options)[1]
+                    return run_item(self.pipeline, item, job.folder, options)
             except (QueueFull, QueueTimeout) as error:
                 _LOGGER.info("Batch job %s waits for the device: %s", job.state.id, error)
                 if job.cancel.wait(BUSY_RETRY_S) or self._stopping.is_set():

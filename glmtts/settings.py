@@ -57,13 +57,18 @@ class Settings:
         return self.outputs / "voices"
 
     @property
+    def uploads_dir(self) -> Path:
+        """Prompt files the UI keeps for batch jobs, so a resumed job finds them again."""
+        return self.outputs / "uploads"
+
+    @property
     def cache_dir(self) -> Path:
         return self.outputs / "cache"
 
     @property
     def allowed_roots(self) -> list[Path]:
         """Folders that prompt paths in batch files may point into."""
-        return [self.examples, self.outputs / "uploads", self.voices_dir, *self.extra_allowed]
+        return [self.examples, self.uploads_dir, self.voices_dir, *self.extra_allowed]
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import time
@@ -12,8 +13,9 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from glmtts.audio import audio_to_wav_bytes, write_wav
-from glmtts.batch import new_job_dir, parse_jsonl, parse_lines, run_batch
+from glmtts.batch import lines_to_jsonl
 from glmtts.frontend.replace_dict import parse_replace_dict
+from glmtts.jobs import DONE, UNFINISHED, BatchJobs, JobLimit, JobNotFound, JobStateError
 from glmtts.pipeline import Pipeline, SynthesisRequest
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.server import MAX_SEED, SynthesisRun, TimeLimitExceeded, chunk_to_stream_audio, join_chunks
@@ -23,9 +25,13 @@ _LOGGER = logging.getLogger(__name__)
 
 # Gradio encodes streamed audio with an ffmpeg process; without one the live player is left out.
 LIVE_PLAYBACK = shutil.which("ffmpeg") is not None
+JOB_POLL_S = 0.5
+JSONL_MODE, LINES_MODE = "JSONL (GLM-TTS format)", "One utterance a line"
+JOB_COLUMNS = ["id", "name", "status", "done", "total", "ok", "errors", "created"]
 
 
-def build_ui(pipeline: Pipeline) -> gr.Blocks:
+def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
+    """The UI; batch work goes to `jobs`, the same queue as /v1/batch, so it survives a closed page or a crash."""
     engine = pipeline.engine
     voices = list(pipeline.builtin_voices())
     singles_dir = pipeline.settings.outputs / "single"
@@ -109,27 +115,97 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
 
         return synthesize
 
-    def run_batch_job(file, mode, upload, voice, prompt_text, job_name, *option_values, progress=gr.Progress()):
-        require_ready()
+    def keep_upload(path: Path) -> Path:
+        """Copy an uploaded prompt into outputs/uploads (by content), where a resumed job finds it again."""
+        data = path.read_bytes()
+        kept = pipeline.settings.uploads_dir / f"{hashlib.sha256(data).hexdigest()[:16]}{path.suffix.lower()}"
+        if not kept.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(data)
+        return kept
+
+    def batch_jsonl(file, mode, upload, voice, prompt_text) -> str:
         if file is None:
             raise gr.Error("Choose a batch file first.")
         try:
             text = uploaded(file).read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
             raise gr.Error("The batch file is not UTF-8 text.") from error
+        if mode == JSONL_MODE:
+            return text
+        prompt = str(keep_upload(uploaded(upload))) if upload else voice or next(iter(pipeline.builtin_voices()), None)
+        if prompt is None:
+            raise gr.Error("Give a prompt voice for the utterances: upload one or choose a voice.")
+        return lines_to_jsonl(text, prompt, prompt_text or "")
+
+    async def run_batch_job(file, mode, upload, voice, prompt_text, job_name, *option_values):
+        require_ready()
+        options = options_of(*option_values)
         try:
-            if mode == "JSONL (GLM-TTS format)":
-                items = parse_jsonl(text, pipeline.settings.allowed_roots)
-            else:
-                items = parse_lines(text, prompt_of(upload, voice), prompt_text or "")
-        except SynthesisError as error:
+            jsonl = batch_jsonl(file, mode, upload, voice, prompt_text)
+            job_id = await asyncio.to_thread(jobs.submit, jsonl, options, job_name or "", strict=False)
+        except (SynthesisError, JobLimit) as error:
             raise gr.Error(str(error)) from error
-        job_dir = new_job_dir(pipeline.settings.batch_dir, job_name or "")
-        outcomes, archive = run_batch(pipeline, items, job_dir, options_of(*option_values), lambda f, m: progress(f, desc=m))
-        rows = [[o.uttid, o.status, o.duration_s, o.message] for o in outcomes]
-        ok = sum(o.status == "ok" for o in outcomes)
-        summary = f"Job {job_dir.name}: {ok} of {len(outcomes)} items ok; files in outputs/batch/{job_dir.name}/."
-        return rows, str(archive), summary
+        except OSError as error:  # an uploaded file that vanished, or a full disk
+            raise gr.Error(f"The batch could not be stored ({type(error).__name__}: {error}).") from error
+        async for update in follow_job(job_id):
+            yield update
+
+    async def follow_job(job_id: str):
+        """(item rows, zip, summary) now, and again as the job moves on, until it stops running."""
+        while True:
+            try:
+                job = jobs.progress(job_id)
+            except JobNotFound as error:
+                raise gr.Error(f"There is no batch job {job_id!r}.") from error
+            rows = [[i["uttid"], i["status"], i.get("duration_s"), i.get("message") or ""] for i in job["items"]]
+            archive = str(jobs.archive(job_id)) if job["status"] == DONE else None
+            yield rows, archive, job_summary(job)
+            if job["status"] not in UNFINISHED:
+                return
+            await asyncio.sleep(JOB_POLL_S)
+
+    def job_summary(job: dict) -> str:
+        name, status, total, ok = job["id"], job["status"], job["total"], job["ok"]
+        if status == "queued":
+            return f"Job {name} is queued behind the batch jobs submitted before it."
+        if status == "running":
+            current = f"; now: {job['current']}" if job["current"] else ""
+            return f"Job {name} running: {job['done']} of {total} finished ({ok} ok){current}."
+        if status == DONE:
+            return f"Job {name} done: {ok} of {total} items ok; files in outputs/batch/{name}/."
+        message = f" ({job['message']})" if job["message"] else ""
+        return f"Job {name} {status}{message}: {job['done']} of {total} finished, {ok} ok. Resume it below to run the rest."
+
+    def jobs_overview():
+        listed = jobs.list()
+        rows = [[job[column] for column in JOB_COLUMNS] for job in listed]
+        return rows, gr.Dropdown(choices=[job["id"] for job in listed])
+
+    async def resume_job(job_id):
+        try:
+            jobs.resume(job_id or "")
+        except JobNotFound as error:
+            raise gr.Error("Choose a job from the list first.") from error
+        except JobStateError as error:
+            raise gr.Error(str(error)) from error
+        async for update in follow_job(job_id):
+            yield update
+
+    async def show_job(job_id):
+        if not job_id:
+            raise gr.Error("Choose a job from the list first.")
+        async for update in follow_job(job_id):
+            yield update
+
+    def cancel_job(job_id):
+        try:
+            job = jobs.cancel(job_id or "")
+        except JobNotFound as error:
+            raise gr.Error("Choose a job from the list first.") from error
+        except JobStateError as error:
+            raise gr.Error(str(error)) from error
+        return "Cancelling after the current item." if job["cancelling"] else job_summary(job)
 
     def to_phonemes(text):
         try:
@@ -167,12 +243,15 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             f"({pipeline.engine_reason}). Give 3 to 10 s of a voice and any Chinese, English or mixed text."
         )
 
+        voice_choices: list[gr.Dropdown] = []
+
         def voice_inputs():
             with gr.Row():
                 upload = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Prompt voice (upload or record)")
                 with gr.Column():
-                    voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="…or a built-in voice")
+                    voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="…or a built-in or saved voice")
                     prompt_text = gr.Textbox(label="Prompt transcript (optional)", lines=2)
+            voice_choices.append(voice)
             return upload, voice, prompt_text
 
         def live_player(elem_id: str) -> gr.Audio | None:
@@ -223,12 +302,13 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
 
         with gr.Tab("Batch"):
             gr.Markdown(
-                "A JSONL in the GLM-TTS format (`uttid`, `prompt_text`, `prompt_speech`, `syn_text`; prompt paths "
-                "inside `examples/`, `outputs/uploads/` or `outputs/voices/`), or a text file with one utterance a "
-                "line spoken in the voice chosen below."
+                "A JSONL in the GLM-TTS format (`uttid`, `prompt_text`, `prompt_speech`, `syn_text`; `prompt_speech` "
+                "is a voice name or a path inside `examples/`, `outputs/uploads/` or `outputs/voices/`), or a text "
+                "file with one utterance a line spoken in the voice chosen below. Jobs run on the server: closing "
+                "the page does not stop them, and a job cut short by a restart can be resumed under *Jobs*."
             )
             batch_file = gr.File(label="Batch file", file_types=[".jsonl", ".txt"], type="filepath", elem_id="batch-file")
-            mode = gr.Radio(["JSONL (GLM-TTS format)", "One utterance a line"], value="JSONL (GLM-TTS format)", label="Format")
+            mode = gr.Radio([JSONL_MODE, LINES_MODE], value=JSONL_MODE, label="Format")
             b_upload, b_voice, b_prompt_text = voice_inputs()
             job_name = gr.Textbox(label="Job name (optional)")
             b_options = option_inputs()
@@ -237,12 +317,30 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             summary = gr.Markdown(elem_id="batch-summary")
             table = gr.Dataframe(headers=["uttid", "status", "seconds", "message"], label="Items", interactive=False)
             archive = gr.File(label="Download all (zip)", elem_id="batch-zip")
+            job_view = [table, archive, summary]
+            with gr.Accordion("Jobs", open=False):
+                jobs_table = gr.Dataframe(headers=JOB_COLUMNS, label="Batch jobs on this server, newest first", interactive=False)
+                with gr.Row():
+                    job_choice = gr.Dropdown([], label="Job", elem_id="job-choice")
+                    refresh_jobs = gr.Button("Refresh")
+                    show = gr.Button("Show")
+                    resume = gr.Button("Resume", elem_id="job-resume")
+                    cancel = gr.Button("Cancel", variant="stop")
+            jobs_list = [jobs_table, job_choice]
             run.click(
                 run_batch_job,
                 [batch_file, mode, b_upload, b_voice, b_prompt_text, job_name, *b_options, b_use_phoneme],
-                [table, archive, summary],
+                job_view,
                 api_name="batch",
+                concurrency_limit=None,  # the job runs in the batch queue; this only follows it
+            ).then(jobs_overview, None, jobs_list)
+            refresh_jobs.click(jobs_overview, None, jobs_list)
+            show.click(show_job, job_choice, job_view, api_name="show_job", concurrency_limit=None)
+            resume.click(resume_job, job_choice, job_view, api_name="resume_job", concurrency_limit=None).then(
+                jobs_overview, None, jobs_list
             )
+            cancel.click(cancel_job, job_choice, summary, api_name="cancel_job").then(jobs_overview, None, jobs_list)
+            demo.load(jobs_overview, None, jobs_list)
 
         with gr.Tab("Phoneme"):
             gr.Markdown(
@@ -288,4 +386,9 @@ def build_ui(pipeline: Pipeline) -> gr.Blocks:
             refresh.click(lambda: pipeline.status(), None, status_json)
             clear.click(clear_caches, None, cleared)
             demo.load(lambda: pipeline.status(), None, status_json)
+
+        def current_voices():  # voices saved through /v1/voices since the page was built
+            return [gr.Dropdown(choices=list(pipeline.builtin_voices()))] * len(voice_choices)
+
+        demo.load(current_voices, None, voice_choices)
     return demo

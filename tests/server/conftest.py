@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,33 +37,47 @@ def speak(url: str, text: str, **extra) -> httpx.Response:
     return httpx.post(f"{url}/v1/audio/speech", json={"input": text, **extra}, timeout=300)
 
 
+@contextmanager
+def launched_app(outputs: Path, *args: str, **env: str) -> Iterator[tuple[str, list[int]]]:
+    """Run app.py on a free loopback port until it is ready; yield its URL and the /ready codes seen on the way."""
+    port = free_port()
+    log_path = outputs / "app.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--outputs", str(outputs), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GLMTTS_CKPT": "", **env},
+        )
+        url = f"http://127.0.0.1:{port}"
+        codes: list[int] = []
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()
+                try:
+                    codes.append(httpx.get(f"{url}/ready", timeout=5).status_code)
+                except httpx.TransportError:
+                    pass
+                if codes and codes[-1] == 200:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the app did not become ready:\n" + log_path.read_text()[-3000:])
+            yield url, codes
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     outputs = tmp_path_factory.mktemp("app-outputs")
-    port = free_port()
-    log = (outputs / "app.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--outputs", str(outputs)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "GLMTTS_CKPT": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    codes: list[int] = []
-    deadline = time.monotonic() + START_TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (outputs / "app.log").read_text()
-            try:
-                codes.append(httpx.get(f"{url}/ready", timeout=5).status_code)
-            except httpx.TransportError:
-                pass
-            if codes and codes[-1] == 200:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the app did not become ready:\n" + (outputs / "app.log").read_text()[-3000:])
+    with launched_app(outputs) as (url, codes):
         running = RunningApp(url, outputs, codes)
         # The very first synthesis request of the process, then the warm ones, same sentence.
         start = time.perf_counter()
@@ -72,10 +88,3 @@ def app_server(tmp_path_factory):
             assert speak(url, FIRST_SENTENCE).status_code == 200
             running.warm_latencies_s.append(time.perf_counter() - start)
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()

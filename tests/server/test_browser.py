@@ -85,7 +85,7 @@ def test_batch_runs_to_a_zip(page, app_server, tmp_path):
     link.wait_for(timeout=UI_TIMEOUT_MS)
     archive = zipfile.ZipFile(io.BytesIO(fetch(app_server, link.get_attribute("href"))))
     names = sorted(name.split("/")[-1] for name in archive.namelist())
-    assert names == ["en.wav", "manifest.jsonl", "zh.wav"]
+    assert names == ["en.wav", "input.jsonl", "job.json", "manifest.jsonl", "zh.wav"]
     manifest = [json.loads(x) for x in archive.read(next(n for n in archive.namelist() if n.endswith("manifest.jsonl"))).splitlines()]
     assert [m["status"] for m in manifest] == ["ok", "error", "ok"]
     assert "outside the allowed folders" in manifest[1]["message"]

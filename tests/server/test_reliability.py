@@ -309,7 +309,7 @@ def test_ui_bad_batch_files_show_a_message(ui, tmp_path):
         (write(tmp_path, "binary.jsonl", b"\xff\xfe\x00garbage\x80\x81"), JSONL_MODE, "not utf-8"),
         (write(tmp_path, "empty.jsonl", b""), JSONL_MODE, "no utterances"),
         (write(tmp_path, "blank.txt", b"\n \n"), "One utterance a line", "no utterances"),
-        (write(tmp_path, "huge.jsonl", huge), JSONL_MODE, "larger than 2 mb"),
+        (write(tmp_path, "huge.jsonl", huge), JSONL_MODE, "the limit is 2 mb"),
     ]
     for path, mode, message in cases:
         assert message in ui_error(ui, "/batch", *batch_args(handle_file(path) if path else None, mode)).lower(), path

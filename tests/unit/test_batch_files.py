@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from glmtts.audio import crossfade_join, read_prompt
-from glmtts.batch import confine_path, parse_jsonl, parse_lines, safe_name
+from glmtts.batch import confine_path, lines_to_jsonl, parse_jsonl, safe_name
 from glmtts.settings import PROJECT_ROOT, Settings
 from glmtts.types import SynthesisError
 
@@ -66,12 +66,22 @@ def test_empty_and_oversized_files_are_refused():
     with pytest.raises(SynthesisError, match="no utterances"):
         parse_jsonl("\n\n", ALLOWED)
     with pytest.raises(SynthesisError, match="larger than"):
-        parse_lines("x" * (3 * 1024 * 1024), None)
+        lines_to_jsonl("x" * (3 * 1024 * 1024), "libri_367")
 
 
-def test_text_mode_gives_one_item_a_line():
-    items = parse_lines("first\n\n  second  \n", "libri_367")
-    assert [(i.uttid, i.syn_text, i.prompt_speech) for i in items] == [("0001", "first", "libri_367"), ("0003", "second", "libri_367")]
+def test_text_mode_gives_one_item_a_line_in_one_voice():
+    jsonl = lines_to_jsonl("first\n\n  second  \n", "libri_367", "its transcript")
+    items = parse_jsonl(jsonl, ALLOWED, voice_names={"libri_367"})
+    assert [(i.uttid, i.syn_text, i.prompt_speech, i.prompt_text, i.error) for i in items] == [
+        ("0001", "first", "libri_367", "its transcript", ""),
+        ("0003", "second", "libri_367", "its transcript", ""),
+    ]
+
+
+def test_a_voice_name_is_a_prompt_only_when_the_voice_exists():
+    line = '{"uttid": "a", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "Hi."}'
+    assert parse_jsonl(line, ALLOWED, voice_names={"libri_367"})[0].prompt_speech == "libri_367"
+    assert "does not exist" in parse_jsonl(line, ALLOWED, voice_names={"other"})[0].error
 
 
 def write(path: Path, audio: np.ndarray, rate: int = 16000) -> Path:

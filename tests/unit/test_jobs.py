@@ -251,6 +251,9 @@ class PacedPipeline:
         self.calls: list[str] = []
         self.crash = threading.Event()  # when set, the next synthesis dies like the process would
 
+    def builtin_voices(self) -> dict[str, Path]:
+        return {"libri_367": PROMPT}
+
     def allow(self, count: int = 1000) -> None:
         for _ in range(count):
             self.permits.release()
@@ -337,6 +340,19 @@ def test_submit_rejects_bad_input_with_the_line(make_jobs):
     with pytest.raises(JobNotFound):
         jobs.progress("nope")
     assert jobs.list() == []
+
+
+def test_lenient_submit_keeps_bad_lines_as_error_items_and_runs_the_rest(make_jobs):
+    pipeline = PacedPipeline()
+    jobs = make_jobs(pipeline)
+    by_name = json.dumps({"uttid": "named", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "text named"})
+    job = jobs.submit("\n".join([jsonl(1), "{broken", by_name]), strict=False)
+    pipeline.allow()
+    wait_until(lambda: jobs.progress(job)["status"] == DONE)
+    items = jobs.progress(job)["items"]
+    assert [(item["uttid"], item["status"]) for item in items] == [("u0", "ok"), ("line2", "error"), ("named", "ok")]
+    assert "line 2: not valid JSON" in items[1]["message"]
+    assert pipeline.calls == ["text u0", "text named"]
 
 
 def test_cancel_stops_after_the_current_item_and_resume_finishes(make_jobs, tmp_path):

@@ -1,14 +1,17 @@
 """The whole pipeline on the embedded voices: mixed text, batches, clearing caches, bad prompts."""
 
 import json
+import time
 import zipfile
 
 import numpy as np
 import pytest
 
-from glmtts.batch import new_job_dir, parse_jsonl, run_batch
+from glmtts.jobs import DONE, BatchJobs
 from glmtts.pipeline import SynthesisRequest
 from glmtts.types import SynthesisError, SynthesisOptions
+
+JOB_TIMEOUT_S = 120
 
 
 def test_mixed_text_has_both_languages_in_one_output(embedded_pipeline):
@@ -42,23 +45,28 @@ def test_unspeakable_text_is_refused(embedded_pipeline, text):
         embedded_pipeline.synthesize(SynthesisRequest(text))
 
 
-def test_batch_records_failures_and_goes_on(embedded_pipeline):
+def test_batch_job_records_failures_and_goes_on(embedded_pipeline):
     good = {"uttid": "a", "prompt_text": "", "prompt_speech": "examples/prompt/libri_367.flac", "syn_text": "First item."}
     lines = [
         json.dumps(good),
         "{broken json",
         json.dumps({**good, "uttid": "empty", "syn_text": "  "}),
-        json.dumps({**good, "uttid": "b", "syn_text": "第二条。"}),
+        json.dumps({**good, "uttid": "b", "prompt_speech": "libri_1688", "syn_text": "第二条。"}),
     ]
-    items = parse_jsonl("\n".join(lines), embedded_pipeline.settings.allowed_roots)
-    job = new_job_dir(embedded_pipeline.settings.batch_dir, "unit")
-    outcomes, archive = run_batch(embedded_pipeline, items, job, SynthesisOptions())
-    assert [o.status for o in outcomes] == ["ok", "error", "error", "ok"]
-    assert sorted(p.name for p in job.iterdir()) == ["a.wav", "b.wav", "manifest.jsonl"]
+    jobs = BatchJobs(embedded_pipeline, embedded_pipeline.settings.batch_dir)
+    job_id = jobs.submit("\n".join(lines), name="unit", strict=False)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while jobs.progress(job_id)["status"] != DONE:
+        assert time.monotonic() < deadline, jobs.progress(job_id)
+        time.sleep(0.1)
+    jobs.shutdown()
+    job = embedded_pipeline.settings.batch_dir / job_id
+    assert sorted(p.name for p in job.iterdir()) == ["a.wav", "b.wav", "input.jsonl", "job.json", "manifest.jsonl"]
     manifest = [json.loads(x) for x in (job / "manifest.jsonl").read_text().splitlines()]
+    assert [m["status"] for m in manifest] == ["ok", "error", "error", "ok"]
     assert manifest[3]["normalized_text"] == "第二条。" and "<|" not in manifest[0]["phonemes"]
-    assert "not valid JSON" in manifest[1]["message"]
-    assert len(zipfile.ZipFile(archive).namelist()) == 3
+    assert "not valid JSON" in manifest[1]["message"] and "empty" in manifest[2]["message"]
+    assert len(zipfile.ZipFile(jobs.archive(job_id)).namelist()) == 5
 
 
 def test_clear_caches_keeps_models_warm(embedded_pipeline):
