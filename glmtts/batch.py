@@ -93,7 +93,10 @@ def parse_jsonl(text: str, allowed_roots: list[Path], voice_names: Collection[st
         try:
             item.prompt_speech = prompt if prompt in voice_names else confine_path(prompt, allowed_roots)
         except SynthesisError as error:
-            item.error = f"line {number}: {error}"
+            if "/" in prompt or "\\" in prompt:
+                item.error = f"line {number}: {error}"
+            else:
+                item.error = f"line {number}: there is no voice {prompt!r} (and no such file in the allowed folders)."
         items.append(item)
     _check_count(len(items))
     return _dedupe(items)

@@ -81,7 +81,7 @@ def test_text_mode_gives_one_item_a_line_in_one_voice():
 def test_a_voice_name_is_a_prompt_only_when_the_voice_exists():
     line = '{"uttid": "a", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "Hi."}'
     assert parse_jsonl(line, ALLOWED, voice_names={"libri_367"})[0].prompt_speech == "libri_367"
-    assert "does not exist" in parse_jsonl(line, ALLOWED, voice_names={"other"})[0].error
+    assert "there is no voice 'libri_367'" in parse_jsonl(line, ALLOWED, voice_names={"other"})[0].error
 
 
 def write(path: Path, audio: np.ndarray, rate: int = 16000) -> Path:
