@@ -31,8 +31,8 @@ def lines_file(tmp_path, count: int) -> str:
     return str(path)
 
 
-def job_named(url: str, name: str) -> dict:
-    return next(job for job in httpx.get(f"{url}/v1/batch", timeout=30).json()["jobs"] if job["name"] == name)
+def job_named(url: str, name: str) -> dict | None:
+    return next((job for job in httpx.get(f"{url}/v1/batch", timeout=30).json()["jobs"] if job["name"] == name), None)
 
 
 def wait_for(predicate, what: str):
@@ -68,7 +68,9 @@ def test_a_job_cancelled_from_the_page_resumes_where_it_stopped(ui, app_server, 
 
     args = [handle_file(lines_file(tmp_path, LINES)), LINES_MODE, None, "libri_1688", "", "ui resume", *DEFAULT_OPTIONS]
     follower = ui.submit(*args, api_name="/batch")
-    job_id = wait_for(lambda: (job := job_named(app_server.url, "ui resume"))["done"] >= 1 and job["id"], "one finished item")
+    job_id = wait_for(
+        lambda: (job := job_named(app_server.url, "ui resume")) and job["done"] >= 1 and job["id"], "one finished item"
+    )
     assert "after the current item" in ui.predict(job_id, api_name="/cancel_job")
     cancelled = follower.result(timeout=JOB_TIMEOUT_S)[2]
     assert cancelled.startswith(f"Job {job_id} cancelled") and "Resume it below" in cancelled, cancelled

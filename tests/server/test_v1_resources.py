@@ -105,6 +105,28 @@ def batch_lines(count: int, prefix: str, prompt: Path) -> str:
     )
 
 
+def page_client(url: str):
+    from gradio_client import Client
+
+    return Client(url + "/", verbose=False)
+
+
+def submit_from_the_page(url: str, prompt: Path, name: str, folder: Path) -> str:
+    """A three-line batch in an uploaded voice, submitted on the Batch tab; returns its job id."""
+    from gradio_client import handle_file
+
+    lines = folder / "lines.txt"
+    lines.write_text("\n".join(f"Page line {n}. {SENTENCE}" for n in range(3)), encoding="utf-8")
+    options = [42, "ras", 25, 0.8, 1.0, 1.0, 24000, True, False]  # as the page sends them
+    args = [handle_file(str(lines)), "One utterance a line", handle_file(str(prompt)), None, "", name, *options]
+    page_client(url).submit(*args, api_name="/batch")
+
+    def listed() -> list[str]:
+        return [job["id"] for job in httpx.get(f"{url}/v1/batch").json()["jobs"] if job["name"] == name]
+
+    return wait_for(listed, 60, "the page's job")[0]
+
+
 def job_state(url: str, job_id: str) -> dict:
     response = httpx.get(f"{url}/v1/batch/{job_id}", timeout=30)
     assert response.status_code == 200, response.text
@@ -183,12 +205,13 @@ def test_batch_job_runs_to_a_zip_and_bad_input_is_refused(supervised):
     assert httpx.post(f"{url}/v1/batch/{first_id}/cancel").status_code == 409
 
 
-def test_crash_mid_job_restart_resume_and_saved_voice_survive(supervised):
+def test_crash_mid_job_restart_resume_and_saved_voice_survive(supervised, tmp_path):
     url, prompt = supervised.url, PROMPTS / "libri_2414.flac"
     voice = create_voice(url, PROMPTS / "libri_1688.flac", "Survivor", "A prompt with its transcript.").json()
     key = json.loads((supervised.outputs / "voices" / voice["id"] / "meta.json").read_text())["key"]
     done_before = {job["id"] for job in httpx.get(f"{url}/v1/batch").json()["jobs"] if job["status"] == "done"}
     job_id = httpx.post(f"{url}/v1/batch", json={"jsonl": batch_lines(8, "u", prompt), "name": "crash"}, timeout=60).json()["id"]
+    page_job_id = submit_from_the_page(url, prompt, "page crash", tmp_path)  # queued behind the first
 
     wait_for(lambda: job_state(url, job_id)["done"] >= 2, JOB_TIMEOUT_S, "two finished items")
     victim = supervised.app_process()
@@ -221,6 +244,10 @@ def test_crash_mid_job_restart_resume_and_saved_voice_survive(supervised):
 
     assert httpx.post(f"{url}/v1/batch/{job_id}/resume", timeout=30).status_code == 202
     wait_job(url, job_id, "done")
+    # The page's job, queued at the crash, resumes from the page; its uploaded prompt was kept.
+    assert job_state(url, page_job_id)["status"] == "interrupted"
+    *_, summary = page_client(url).predict(page_job_id, api_name="/resume_job")
+    assert summary.startswith(f"Job {page_job_id} done: 3 of 3 items ok"), summary
     manifest = (supervised.outputs / "batch" / job_id / "manifest.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["uttid"] for line in manifest) == [f"u{i}" for i in range(8)]
     with zipfile.ZipFile(io.BytesIO(httpx.get(f"{url}/v1/batch/{job_id}/download", timeout=60).content)) as bundle:
