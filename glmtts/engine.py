@@ -21,6 +21,7 @@ class Engine(ABC):
     name: str = "engine"
     sample_rates: tuple[int, ...] = (24000,)
     samples: bool = False  # whether top-k / top-p / temperature / sampling method mean anything
+    max_batch: int = 1  # how many requests may synthesize at once; above 1 the engine batches their work
 
     @abstractmethod
     def load(self, device: str) -> None:

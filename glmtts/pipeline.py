@@ -1,8 +1,10 @@
 """The resident pipeline: text frontend -> engine -> audio, loaded and warmed up once.
 
-Device work is serialized behind one lock (several UI sessions and API clients share one model);
-prompt analysis is cached per prompt content, so a voice costs its analysis only the first time.
+Device work goes through one scheduler (several UI sessions and API clients share one model): as
+many requests at once as the engine batches (`Engine.max_batch`), warm-up and cache clearing alone.
+Prompt analysis is cached per prompt content, so a voice costs its analysis only the first time.
 Saved voices (glmtts.voices) are registered by id and keep their analysis outside that LRU cache.
+The caches have their own locks, since several requests may hold device slots at once.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ class Pipeline:
         self.ready = False
         self.timings: dict[str, float] = {}
         self._voices: OrderedDict[str, PromptVoice] = OrderedDict()
+        self._voices_lock = threading.Lock()
         self._saved: dict[str, SavedPrompt] = {}  # saved voice id -> prompt and analysis, never evicted
         self._saved_lock = threading.Lock()
-        self.scheduler = DeviceScheduler()
+        self.scheduler = DeviceScheduler(capacity=engine.max_batch)
 
     # ----------------------------------------------------------------- lifecycle
     def load(self) -> None:
@@ -93,6 +96,7 @@ class Pipeline:
         start = time.perf_counter()
         self.engine.load(self.device)
         self.timings["engine_load_s"] = time.perf_counter() - start
+        self.scheduler.capacity = self.engine.max_batch  # an engine may size its batch for the device
         _LOGGER.info("Loaded %s on %s in %.1f s", self.engine.name, self.device, self.timings["engine_load_s"])
 
     def warmup(self) -> None:
@@ -102,7 +106,7 @@ class Pipeline:
             self._voice_for(name, "")
         default = self._voice_for(None, "")
         segments = {lang: self.frontend.text_to_segments(text) for lang, text in WARMUP_TEXTS.items()}
-        with self.scheduler.slot(BATCH):
+        with self.scheduler.slot(BATCH, exclusive=True):
             self.engine.warmup(default, segments)
         self.timings["warmup_s"] = time.perf_counter() - start
         self.ready = True
@@ -154,11 +158,17 @@ class Pipeline:
             return saved.voice
         audio, rate = read_prompt(saved.path, PROMPT_RATE)
         with self.scheduler.slot():
-            if saved.voice is None:  # another request may have computed it while this one waited
-                saved.voice = self._analyse(audio, rate, saved.prompt_text, content_key(audio, saved.prompt_text))
-                _LOGGER.info("Saved voice %s analysed from its prompt", voice_id)
-                if saved.on_prepared is not None:
-                    saved.on_prepared(saved.voice)
+            if saved.voice is not None:  # another request analysed it while this one waited
+                return saved.voice
+            voice = self._analyse(audio, rate, saved.prompt_text, content_key(audio, saved.prompt_text))
+        with self._saved_lock:
+            first = saved.voice is None  # another request may have analysed it at the same time
+            if first:
+                saved.voice = voice
+        if first:
+            _LOGGER.info("Saved voice %s analysed from its prompt", voice_id)
+            if saved.on_prepared is not None:
+                saved.on_prepared(voice)
         return saved.voice
 
     def _voice_for(self, prompt: str | Path | bytes | None, prompt_text: str) -> PromptVoice:
@@ -180,15 +190,18 @@ class Pipeline:
             prompt_text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
         audio, rate = read_prompt(prompt, PROMPT_RATE)
         key = content_key(audio, prompt_text)
-        with self.scheduler.slot():
+        with self._voices_lock:
             if key in self._voices:
                 self._voices.move_to_end(key)
                 return self._voices[key]
+        # Two requests with the same new prompt may both analyse it; the results are equal.
+        with self.scheduler.slot():
             voice = self._analyse(audio, rate, prompt_text, key)
+        with self._voices_lock:
             self._voices[key] = voice
             while len(self._voices) > self.settings.voice_cache_size:
                 self._voices.popitem(last=False)
-            return voice
+        return voice
 
     # ----------------------------------------------------------------- synthesis
     def synthesize_stream(self, request: SynthesisRequest, progress: ProgressFn | None = None) -> Iterator[AudioChunk]:
@@ -244,8 +257,9 @@ class Pipeline:
     def clear_caches(self) -> tuple[dict[str, float], dict[str, float]]:
         """Free per-request and allocator caches, keep the models; returns memory before and after."""
         before = self.memory_report()
-        with self.scheduler.slot():
-            self._voices.clear()
+        with self.scheduler.slot(exclusive=True):
+            with self._voices_lock:
+                self._voices.clear()
             self.engine.release_caches()
             gc.collect()
         return before, self.memory_report()
@@ -279,7 +293,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
         else:
             from glmtts.engines.glm.engine import GLMTTSEngine
 
-            return Pipeline(settings, GLMTTSEngine(settings.ckpt, settings.dtype), f"checkpoint {settings.ckpt}")
+            engine = GLMTTSEngine(settings.ckpt, settings.dtype, settings.max_batch)
+            return Pipeline(settings, engine, f"checkpoint {settings.ckpt}")
     else:
         reason = "no GLM-TTS checkpoint configured (set GLMTTS_CKPT)"
     from glmtts.engines.embedded import EmbeddedEngine

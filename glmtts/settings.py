@@ -32,6 +32,7 @@ class Settings:
     device: str = "auto"
     ckpt: Path | None = None  # GLM-TTS checkpoint root; None or invalid -> embedded engine
     dtype: str | None = None  # GLM-TTS precision: fp32, bf16, fp16 (default: bf16 on capable GPUs)
+    max_batch: int | None = None  # GLM-TTS requests decoded together (default: 4 on CUDA, else 1)
     outputs: Path = PROJECT_ROOT / "outputs"
     examples: Path = PROJECT_ROOT / "examples"
     replace_dict: Path = PROJECT_ROOT / "configs" / "G2P_replace_dict.jsonl"
@@ -80,6 +81,12 @@ class Settings:
         parser.add_argument("--device", default=env.get("GLMTTS_DEVICE", defaults.device), help="auto, cpu, cuda, cuda:N, mps")
         parser.add_argument("--ckpt", default=env.get("GLMTTS_CKPT") or None, help="GLM-TTS checkpoint root (ckpt/)")
         parser.add_argument("--dtype", default=env.get("GLMTTS_DTYPE") or None, choices=[None, "fp32", "bf16", "fp16"])
+        parser.add_argument(
+            "--max-batch",
+            type=int,
+            default=int(env["GLMTTS_MAX_BATCH"]) if env.get("GLMTTS_MAX_BATCH") else None,
+            help="GLM-TTS requests decoded together (default: 4 on CUDA, else 1)",
+        )
         parser.add_argument("--outputs", default=env.get("GLMTTS_OUTPUTS", str(defaults.outputs)))
         parser.add_argument("--max-upload-mb", type=int, default=int(env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb)))
         parser.add_argument(
@@ -102,6 +109,7 @@ class Settings:
             device=args.device,
             ckpt=Path(args.ckpt).expanduser() if args.ckpt else None,
             dtype=args.dtype,
+            max_batch=None if args.max_batch is None else max(1, args.max_batch),
             outputs=Path(args.outputs).expanduser().resolve(),
             max_upload_mb=args.max_upload_mb,
             api_key=env.get("GLMTTS_API_KEY") or None,  # environment only: a flag would show in `ps`

@@ -182,6 +182,9 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
         rows = [[job[column] for column in JOB_COLUMNS] for job in listed]
         return rows, gr.Dropdown(choices=[job["id"] for job in listed])
 
+    def pick_job(selected: gr.SelectData) -> str:
+        return selected.row_value[0]  # a click anywhere in a job's row chooses that job
+
     async def resume_job(job_id):
         try:
             jobs.resume(job_id or "")
@@ -245,11 +248,13 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
 
         voice_choices: list[gr.Dropdown] = []
 
-        def voice_inputs():
+        def voice_inputs(tab: str):
             with gr.Row():
                 upload = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Prompt voice (upload or record)")
                 with gr.Column():
-                    voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="…or a built-in or saved voice")
+                    voice = gr.Dropdown(
+                        voices, value=voices[0] if voices else None, label="…or a built-in or saved voice", elem_id=f"{tab}-voice"
+                    )
                     prompt_text = gr.Textbox(label="Prompt transcript (optional)", lines=2)
             voice_choices.append(voice)
             return upload, voice, prompt_text
@@ -281,7 +286,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             return [seed, sampling, top_k, top_p, temperature, speed, sample_rate, use_cache]
 
         with gr.Tab("Single"):
-            upload, voice, prompt_text = voice_inputs()
+            upload, voice, prompt_text = voice_inputs("single")
             text = gr.Textbox(label="Text to speak", lines=4, elem_id="single-text", placeholder="你好，世界! Hello world.")
             options = option_inputs()
             use_phoneme = gr.Checkbox(False, label="Honour phoneme tokens in the text (<|SH|><|ANG1|>, [[ipa: ...]])")
@@ -309,7 +314,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             )
             batch_file = gr.File(label="Batch file", file_types=[".jsonl", ".txt"], type="filepath", elem_id="batch-file")
             mode = gr.Radio([JSONL_MODE, LINES_MODE], value=JSONL_MODE, label="Format")
-            b_upload, b_voice, b_prompt_text = voice_inputs()
+            b_upload, b_voice, b_prompt_text = voice_inputs("batch")
             job_name = gr.Textbox(label="Job name (optional)")
             b_options = option_inputs()
             b_use_phoneme = gr.Checkbox(False, label="Honour phoneme tokens")
@@ -321,7 +326,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             with gr.Accordion("Jobs", open=False):
                 jobs_table = gr.Dataframe(headers=JOB_COLUMNS, label="Batch jobs on this server, newest first", interactive=False)
                 with gr.Row():
-                    job_choice = gr.Dropdown([], label="Job", allow_custom_value=True, elem_id="job-choice")
+                    job_choice = gr.Dropdown([], label="Job", allow_custom_value=True, scale=2, min_width=260, elem_id="job-choice")
                     refresh_jobs = gr.Button("Refresh")
                     show = gr.Button("Show")
                     resume = gr.Button("Resume", elem_id="job-resume")
@@ -335,6 +340,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
                 concurrency_limit=None,  # the job runs in the batch queue; this only follows it
             ).then(jobs_overview, None, jobs_list)
             refresh_jobs.click(jobs_overview, None, jobs_list)
+            jobs_table.select(pick_job, None, job_choice)
             show.click(show_job, job_choice, job_view, api_name="show_job", concurrency_limit=None)
             resume.click(resume_job, job_choice, job_view, api_name="resume_job", concurrency_limit=None).then(
                 jobs_overview, None, jobs_list
@@ -348,7 +354,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
                 "synthesize from the edited sequence. Chinese: `<|X|><|IAN2|>`; English: `[[arpa: HH AH0 L OW1]]` "
                 "or `[[ipa: həˈloʊ]]`."
             )
-            p_upload, p_voice, p_prompt_text = voice_inputs()
+            p_upload, p_voice, p_prompt_text = voice_inputs("phoneme")
             p_text = gr.Textbox(label="Text", lines=3)
             to_ph = gr.Button("Text → phonemes")
             p_sequence = gr.Textbox(label="Phoneme sequence (editable)", lines=5, elem_id="phoneme-sequence")

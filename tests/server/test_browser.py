@@ -10,6 +10,8 @@ import httpx
 import pytest
 import soundfile as sf
 
+from .conftest import ROOT
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -71,7 +73,12 @@ def test_generate_plays_audio(page, app_server):
 
 def test_batch_runs_to_a_zip(page, app_server, tmp_path):
     lines = [
-        {"uttid": "en", "prompt_text": "", "prompt_speech": "examples/prompt/libri_367.flac", "syn_text": "One small batch line."},
+        {
+            "uttid": "en",
+            "prompt_text": "",
+            "prompt_speech": "examples/prompt/libri_367.flac",
+            "syn_text": "One small batch line.",
+        },
         {"uttid": "bad", "prompt_text": "", "prompt_speech": "../../etc/passwd", "syn_text": "never spoken"},
         {"uttid": "zh", "prompt_text": "", "prompt_speech": "examples/prompt/libri_1688.flac", "syn_text": "批量合成测试。"},
     ]
@@ -86,6 +93,23 @@ def test_batch_runs_to_a_zip(page, app_server, tmp_path):
     archive = zipfile.ZipFile(io.BytesIO(fetch(app_server, link.get_attribute("href"))))
     names = sorted(name.split("/")[-1] for name in archive.namelist())
     assert names == ["en.wav", "input.jsonl", "job.json", "manifest.jsonl", "zh.wav"]
-    manifest = [json.loads(x) for x in archive.read(next(n for n in archive.namelist() if n.endswith("manifest.jsonl"))).splitlines()]
+    manifest = [
+        json.loads(x) for x in archive.read(next(n for n in archive.namelist() if n.endswith("manifest.jsonl"))).splitlines()
+    ]
     assert [m["status"] for m in manifest] == ["ok", "error", "ok"]
     assert "outside the allowed folders" in manifest[1]["message"]
+
+
+def test_a_voice_saved_over_http_is_offered_after_a_reload(page, app_server):
+    prompt = ROOT / "examples" / "prompt" / "libri_1998.flac"
+    files = {"file": (prompt.name, prompt.read_bytes(), "audio/flac")}
+    created = httpx.post(f"{app_server.url}/v1/voices", files=files, data={"name": "Browser Voice"}, timeout=300)
+    assert created.status_code == 201, created.text
+    voice_id = created.json()["id"]
+    try:
+        page.reload(wait_until="networkidle")
+        page.get_by_role("tab", name="Single").click()
+        page.locator("#single-voice input").click()
+        page.get_by_role("option", name=voice_id).wait_for(timeout=UI_TIMEOUT_MS)
+    finally:
+        httpx.delete(f"{app_server.url}/v1/voices/{voice_id}", timeout=60)

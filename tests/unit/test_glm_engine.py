@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,32 @@ def test_prompt_without_transcript_still_speaks(engine: GLMTTSEngine, voice: Pro
     (piece,) = _synthesize(engine, silent_text, TEXTS[:1], forced_tokens_per_segment=FORCED)
     assert abs(len(piece.audio) / RATE - FORCED / 25) < 0.1
     assert features.prompt_text_ids  # the module's voice is unaffected
+
+
+def test_concurrent_requests_decode_together_and_match_one_at_a_time(
+    ckpt: Path, engine: GLMTTSEngine, voice: PromptVoice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batched = GLMTTSEngine(ckpt, max_batch=3)
+    batched.load("cpu")
+    assert engine.max_batch == 1 and engine.batcher is None  # the default on a CPU
+    batched.batcher.gather_s = 10.0  # the batch closes once all three requests have arrived
+    batch_sizes: list[int] = []
+    decode_batch = batched.llm.generate_batch
+    monkeypatch.setattr(
+        batched.llm, "generate_batch", lambda requests: batch_sizes.append(len(requests)) or decode_batch(requests)
+    )
+    requests = [
+        (TEXTS[0], {"seed": 1, "forced_tokens_per_segment": FORCED}),
+        (TEXTS[1], {"seed": 2, "sampling": "topk", "top_k": 10}),
+        (TEXTS[2], {"seed": 3}),
+    ]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda request: _synthesize(batched, voice, (request[0],), **request[1])[0], requests))
+    assert batch_sizes == [3]
+    for (text, options), piece in zip(requests, together):
+        (alone,) = _synthesize(engine, voice, (text,), **options)
+        assert piece.info == alone.info
+        np.testing.assert_array_equal(piece.audio, alone.audio)
 
 
 def test_prompt_history_drops_old_segments_beyond_the_limit() -> None:

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from glmtts.engines.glm.errors import CheckpointError
-from glmtts.engines.glm.llm import INDEX_FILE, SpeechLM, write_random_llm
+from glmtts.engines.glm.llm import INDEX_FILE, BatchDecoding, GenerationRequest, SpeechLM, write_random_llm
 from glmtts.engines.glm.sampling import SamplingConfig, sample_token
 from glmtts.engines.glm.text_tokenizer import (
     CONFIG_FILE,
@@ -133,6 +133,40 @@ def test_forced_length_gives_exactly_that_many_speech_tokens(llm: SpeechLM, toke
     tokens = llm.generate(_prompt(tokenizer), 0, 3, SamplingConfig(), torch.Generator().manual_seed(0), forced_length=64)
     assert len(tokens) == 64
     assert all(0 <= token < 32768 for token in tokens)
+
+
+def _three_requests(tokenizer: TextTokenizer) -> list[GenerationRequest]:
+    """Prompts of three lengths with a free length (RAS), a short top-k and a forced length."""
+    prompt = _prompt(tokenizer)
+    return [
+        GenerationRequest(prompt, 5, 40, SamplingConfig(), torch.Generator().manual_seed(1)),
+        GenerationRequest(prompt[3:], 2, 12, SamplingConfig(method="topk", top_k=10), torch.Generator().manual_seed(2)),
+        GenerationRequest(prompt[:4] + prompt[-3:], 0, 0, SamplingConfig(temperature=1.5), torch.Generator().manual_seed(3), 30),
+    ]
+
+
+def test_batched_generation_gives_each_row_its_one_by_one_tokens(llm: SpeechLM, tokenizer: TextTokenizer) -> None:
+    requests = _three_requests(tokenizer)
+    assert len({len(r.prompt_ids) for r in requests}) == 3
+    one_by_one = [llm.generate(r.prompt_ids, r.min_new, r.max_new, r.sampling, r.generator, r.forced_length) for r in requests]
+    assert llm.generate_batch(_three_requests(tokenizer)) == one_by_one
+    assert 2 <= len(one_by_one[1]) <= 12 < len(one_by_one[2]) == 30  # rows finish at different steps
+    assert 5 <= len(one_by_one[0]) and len({tuple(tokens) for tokens in one_by_one}) == 3
+
+
+def test_batched_steps_match_single_sequence_logits(llm: SpeechLM, tokenizer: TextTokenizer) -> None:
+    prompt = _prompt(tokenizer)
+    prompts = [prompt, prompt[5:], prompt[:3]]
+    start = tokenizer.audio_0_id
+    continuations = [[start + t for t in row] for row in ([1, 2, 3, 4], [40, 50, 60, 70], [9, 9, 8, 8])]
+    decoding = BatchDecoding(llm.model, llm.device, prompts, max_new=len(continuations[0]))
+    steps = [decoding.prefill()] + [decoding.feed(list(column)) for column in zip(*continuations)]
+    batched = torch.stack(steps, dim=1)  # [rows, 1 + steps, vocab]
+    for row, (ids, continuation) in enumerate(zip(prompts, continuations)):
+        full = llm.logits(ids + continuation)  # [T, vocab]
+        torch.testing.assert_close(batched[row], full[len(ids) - 1 :], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="KV cache"):
+        decoding.feed([start] * len(prompts))
 
 
 def test_missing_shard_is_named(llm_dir: Path, tokenizer: TextTokenizer, tmp_path: Path) -> None:

@@ -29,9 +29,8 @@ _LOGGER = logging.getLogger(__name__)
 OUTPUT_RATE = 24000
 # Sentences each built-in voice speaks once at load, to measure its own voice profile.
 ENGLISH_REFERENCE = "The birch canoe slid on the smooth planks, and the sun rose slowly over the quiet lake."
-MANDARIN_REFERENCE = (  # 今天天气很好，我们一起去公园散步吧。
-    "J", "IN1", "T", "IAN1", "T", "IAN1", "Q", "I4", "H", "EN3", "H", "AO3", ",",
-    "UO3", "M", "EN5", "I4", "Q", "I3", "Q", "V4", "G", "ONG1", "VAN2", "S", "AN4", "B", "U4", "B", "A5", ".",
+MANDARIN_REFERENCE = tuple(  # 今天天气很好，我们一起去公园散步吧。
+    "J IN1 T IAN1 T IAN1 Q I4 H EN3 H AO3 , UO3 M EN5 I4 Q I3 Q V4 G ONG1 VAN2 S AN4 B U4 B A5 .".split()
 )
 
 
@@ -79,10 +78,13 @@ class EmbeddedEngine(Engine):
             for lang, (reference, rate, profile) in self._references.items()
         }
         fitted = EmbeddedVoice(target, params, time.perf_counter() - start)
-        _LOGGER.info("Voice %s fitted in %.2f s: %s", key[:8], fitted.fit_s, params)
+        similarity = ", ".join(f"{lang} {p.similarity_before:.2f} -> {p.similarity_after:.2f}" for lang, p in params.items())
+        _LOGGER.info("Voice %s fitted in %.2f s; similarity %s", key[:8], fitted.fit_s, similarity)
         return PromptVoice(key, prompt_text, fitted, len(audio) / sample_rate)
 
-    def synthesize_segments(self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions) -> Iterator[SegmentAudio]:
+    def synthesize_segments(
+        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions
+    ) -> Iterator[SegmentAudio]:
         fitted: EmbeddedVoice = voice.features
         for segment in segments:
             timings = {"synthesis": 0.0, "voice_match": 0.0}

@@ -4,7 +4,8 @@ Every stage is loaded once onto one device by `load()`. Per segment the LLM read
 `[prompt text, target text, <|begin_of_audio|>, prompt speech tokens]` and samples speech tokens;
 the flow turns them into mel frames conditioned on the original prompt; HiFT (24 kHz) or Vocos2D
 (32 kHz) makes the waveform. One seeded generator per segment drives the LLM, then the flow, then
-the vocoder, as upstream's global seed does.
+the vocoder, as upstream's global seed does. With `max_batch` above 1, the LLM calls of concurrent
+requests are decoded together (batcher.py); flow and vocoder run per request.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from glmtts.engine import Engine
 from glmtts.engines.glm import checkpoint
+from glmtts.engines.glm.batcher import DecodeBatcher
 from glmtts.engines.glm.campplus import CamPlusSpeaker
 from glmtts.engines.glm.flow import FlowDecoder
 from glmtts.engines.glm.llm import SpeechLM
@@ -44,6 +46,7 @@ MAX_TOKEN_TEXT_RATIO = 20
 MAX_PROMPT_SPEECH_TOKENS = 750  # prompt-history cache: drop old entries beyond this many speech tokens
 PROMPT_TEXT_SUFFIX = " "  # upstream tokenizes the prompt transcript with one trailing space
 WARMUP_TOKENS = 25  # one second of speech per warm-up synthesis
+CUDA_MAX_BATCH = 4  # requests decoded together on a CUDA device unless configured
 _MIB = 2**20
 _Stage = TypeVar("_Stage")
 
@@ -92,11 +95,17 @@ class GLMTTSEngine(Engine):
     sample_rates = (HIFT_RATE, VOCOS_RATE)
     samples = True
 
-    def __init__(self, ckpt_root: Path, dtype: str | None = None):
+    def __init__(self, ckpt_root: Path, dtype: str | None = None, max_batch: int | None = None):
+        """`max_batch` None: CUDA_MAX_BATCH on a CUDA device, else 1 (decided by `load`)."""
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self.ckpt_root = Path(ckpt_root)
         self._dtype_name = dtype
+        self._max_batch_setting = max_batch
+        self.max_batch = max_batch or 1
+        self.batcher: DecodeBatcher | None = None  # set by load() when max_batch > 1
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
         self.load_seconds: dict[str, float] = {}
@@ -120,7 +129,10 @@ class GLMTTSEngine(Engine):
             HIFT_RATE: timed("hift", HiFTVocoder.load, root / checkpoint.HIFT_FILE, self.device),
             VOCOS_RATE: timed("vocos2d", Vocos2DVocoder.load, root / checkpoint.VOCOS_FILE, self.device),
         }
-        _LOGGER.info("GLM-TTS loaded on %s (%s) in %.1f s", self.device, self.dtype, sum(self.load_seconds.values()))
+        self.max_batch = self._max_batch_setting or (CUDA_MAX_BATCH if self.device.type == "cuda" else 1)
+        self.batcher = DecodeBatcher(self.llm, self.max_batch) if self.max_batch > 1 else None
+        seconds = sum(self.load_seconds.values())
+        _LOGGER.info("GLM-TTS loaded on %s (%s, max batch %d) in %.1f s", self.device, self.dtype, self.max_batch, seconds)
 
     def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
         """One short synthesis per language at each rate, with a fixed LLM length (WARMUP_TOKENS)."""
@@ -175,7 +187,8 @@ class GLMTTSEngine(Engine):
             prompt_text, prompt_tokens = history.prompt(len(text_ids), options.use_cache)
             llm_input = prompt_text + text_ids + [ids.begin_of_audio] + [ids.audio_start + t for t in prompt_tokens]
             start = time.perf_counter()
-            tokens = self.llm.generate(
+            generate = self.batcher.generate if self.batcher is not None else self.llm.generate
+            tokens = generate(
                 llm_input,
                 min_new=int(len(text_ids) * MIN_TOKEN_TEXT_RATIO),
                 max_new=int(len(text_ids) * MAX_TOKEN_TEXT_RATIO),
@@ -251,6 +264,7 @@ class GLMTTSEngine(Engine):
         facts.update(checkpoint.describe_checkpoint(self.ckpt_root))
         facts["dtype"] = str(self.dtype).removeprefix("torch.") if self.dtype else self._dtype_name
         facts["device"] = str(self.device) if self.device else None
+        facts["max_batch"] = self.max_batch
         facts["load_seconds"] = {name: round(seconds, 2) for name, seconds in self.load_seconds.items()}
         return facts
 

@@ -3,7 +3,8 @@
 Built from `llm/config.json` on the meta device; the weights are memory-mapped from the safetensors
 shards named by `model.safetensors.index.json` (or one `model.safetensors`), checked key by key and
 shape by shape, and assigned straight to the device and dtype. Decoding is KV-cached, one token per
-step, with the sampling of `sampling.py`.
+step, with the sampling of `sampling.py`; `generate_batch` decodes several prompts in one forward
+per step (left-padded rows, each with its own lengths, sampling settings and generator).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,19 @@ CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 TIED_HEAD_KEY = "lm_head.weight"
+PAD_ID = 0  # fed at left padding and after a row has finished; masked out or ignored, so any id does
+
+
+@dataclass
+class GenerationRequest:
+    """The arguments of one `SpeechLM.generate` call, for decoding several together."""
+
+    prompt_ids: list[int]
+    min_new: int
+    max_new: int
+    sampling: SamplingConfig
+    generator: torch.Generator
+    forced_length: int | None = None
 
 
 class SpeechLM:
@@ -104,8 +119,7 @@ class SpeechLM:
         outside_speech = None  # [vocab] bool, forced mode only
         if forced_length is not None:
             min_new = max_new = forced_length
-            outside_speech = torch.ones(self.model.config.vocab_size, dtype=torch.bool, device=self.device)
-            outside_speech[ids.audio_start : ids.audio_end + 1] = False
+            outside_speech = self._outside_speech()
         if max_new <= 0:
             return []
         decoding, logits = self.start(prompt_ids, max_new)
@@ -122,6 +136,57 @@ class SpeechLM:
             if len(tokens) < max_new:
                 logits = decoding.feed([token])
         return [token - ids.audio_start for token in tokens]
+
+    @torch.inference_mode()
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """`generate` for several prompts in one forward per step; each row stops on its own.
+
+        Rows that have finished keep feeding PAD_ID until the last one stops; their logits are ignored.
+        """
+        ids = self.speech_ids
+        bounds = [(r.forced_length, r.forced_length) if r.forced_length is not None else (r.min_new, r.max_new) for r in requests]
+        outside_speech = self._outside_speech() if any(r.forced_length is not None for r in requests) else None
+        tokens: list[list[int]] = [[] for _ in requests]
+        active = [max_new > 0 for _, max_new in bounds]
+        if not any(active):
+            return tokens
+        decoding = BatchDecoding(self.model, self.device, [r.prompt_ids for r in requests], max(m for _, m in bounds))
+        logits = decoding.prefill()  # [B, vocab]
+        while any(active):
+            next_ids = [PAD_ID] * len(requests)
+            for row, request in enumerate(requests):
+                if not active[row]:
+                    continue
+                min_new, max_new = bounds[row]
+                row_logits = logits[row]  # [vocab]
+                if request.forced_length is not None:
+                    row_logits = row_logits.masked_fill(outside_speech, -math.inf)
+                history = tokens[row]
+                token = sample_token(
+                    row_logits.log_softmax(dim=-1),
+                    history,
+                    ids.end_of_speech,
+                    len(history) >= min_new,
+                    request.sampling,
+                    request.generator,
+                )
+                if token == ids.end_of_speech:
+                    active[row] = False
+                    continue
+                history.append(token)
+                if len(history) < max_new:
+                    next_ids[row] = token
+                else:
+                    active[row] = False
+            if any(active):
+                logits = decoding.feed(next_ids)
+        return [[token - ids.audio_start for token in row] for row in tokens]
+
+    def _outside_speech(self) -> torch.Tensor:
+        """[vocab] bool: True for every id that is not a speech token."""
+        outside = torch.ones(self.model.config.vocab_size, dtype=torch.bool, device=self.device)
+        outside[self.speech_ids.audio_start : self.speech_ids.audio_end + 1] = False
+        return outside
 
 
 class Decoding:
@@ -154,6 +219,54 @@ class Decoding:
             logits_to_keep=1,
         )
         return out.logits[0, -1].float()
+
+
+class BatchDecoding:
+    """Several sequences' KV cache, decoded in step: prompts left-padded to one length, then one id per
+    row per step.
+
+    All rows share the cache's column index; row r's position is its column minus its padding, and
+    the 2-D attention mask hides the padding columns from every row's queries.
+    """
+
+    def __init__(self, model: LlamaForCausalLM, device: torch.device, prompts: list[list[int]], max_new: int):
+        self._model = model
+        self._device = device
+        self._prompt_length = max(len(prompt) for prompt in prompts)
+        self._capacity = self._prompt_length + max_new
+        self._length = 0  # columns filled so far
+        self._input_ids = torch.tensor(
+            [[PAD_ID] * (self._prompt_length - len(prompt)) + prompt for prompt in prompts], dtype=torch.long, device=device
+        )  # [B, P]
+        self._padding = torch.tensor([self._prompt_length - len(prompt) for prompt in prompts], device=device)  # [B]
+        columns = torch.arange(self._capacity, device=device)
+        self._attention_mask = columns[None, :] >= self._padding[:, None]  # [B, capacity] bool, False on padding
+        self._cache = StaticCache(config=model.config, max_cache_len=self._capacity)
+
+    def prefill(self) -> torch.Tensor:
+        """Feed the padded prompts; logits for each row's next position: [B, vocab] float32."""
+        positions = (torch.arange(self._prompt_length, device=self._device)[None, :] - self._padding[:, None]).clamp(min=0)
+        return self._forward(self._input_ids, positions)  # positions: [B, P]
+
+    def feed(self, ids: list[int]) -> torch.Tensor:
+        """Append one id to each row; logits for each row's next position: [B, vocab] float32."""
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self._device)[:, None]  # [B, 1]
+        return self._forward(input_ids, (self._length - self._padding)[:, None])  # positions: [B, 1]
+
+    @torch.inference_mode()
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self._length + input_ids.shape[1] > self._capacity:
+            raise ValueError(f"the KV cache holds {self._capacity} positions; {self._length + input_ids.shape[1]} requested")
+        self._length += input_ids.shape[1]
+        out = self._model(
+            input_ids=input_ids,
+            attention_mask=self._attention_mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].float()
 
 
 def read_config(llm_dir: Path) -> LlamaConfig:
