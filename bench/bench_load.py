@@ -162,9 +162,7 @@ def main() -> None:
         soaked, samples = soak(url, process, args.soak_minutes)
         after_soak_mib = process.memory_info().rss / 2**20
 
-        print(
-            f"engine: {status['engine']} on {status['device']}; {os.cpu_count()} cores; loopback; queue limit {max(levels)}"
-        )
+        print(f"engine: {status['engine']} on {status['device']}; {os.cpu_count()} cores; loopback; queue limit {max(levels)}")
         print()
         print("| clients | requests | errors | requests/min | p50 latency | p95 latency |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -195,7 +193,6 @@ def main() -> None:
         errors = sorted({e for load in [*loads, soaked] for e in load.errors})
         if errors:
             print(f"errors seen: {', '.join(errors)}")
-
 
 
 if __name__ == "__main__":

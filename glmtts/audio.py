@@ -47,7 +47,9 @@ def read_prompt(source: str | Path | bytes, target_rate: int = 16000) -> tuple[n
         raise SynthesisError("The prompt audio holds invalid samples (NaN or infinity).")
     duration = len(audio) / rate
     if duration < PROMPT_MIN_SECONDS:
-        raise SynthesisError(f"The prompt audio is {duration:.2f} s long; give at least {PROMPT_MIN_SECONDS:.0f} s (3 to 10 s is best).")
+        raise SynthesisError(
+            f"The prompt audio is {duration:.2f} s long; give at least {PROMPT_MIN_SECONDS:.0f} s (3 to 10 s is best)."
+        )
     if duration > PROMPT_MAX_SECONDS:
         _LOGGER.info("Prompt of %.1f s cut to %.0f s", duration, PROMPT_MAX_SECONDS)
         audio = audio[: int(PROMPT_MAX_SECONDS * rate)]

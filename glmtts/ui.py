@@ -326,7 +326,9 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             with gr.Accordion("Jobs", open=False):
                 jobs_table = gr.Dataframe(headers=JOB_COLUMNS, label="Batch jobs on this server, newest first", interactive=False)
                 with gr.Row():
-                    job_choice = gr.Dropdown([], label="Job", allow_custom_value=True, scale=2, min_width=260, elem_id="job-choice")
+                    job_choice = gr.Dropdown(
+                        [], label="Job", allow_custom_value=True, scale=2, min_width=260, elem_id="job-choice"
+                    )
                     refresh_jobs = gr.Button("Refresh")
                     show = gr.Button("Show")
                     resume = gr.Button("Resume", elem_id="job-resume")
