@@ -29,10 +29,11 @@ def wait_until(predicate, timeout=5.0):
         time.sleep(0.005)
 
 
-def test_interactive_waiters_go_before_batch_waiters():
-    scheduler = DeviceScheduler()
-    release = threading.Event()
-    holder = hold_slot(scheduler, release)
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_interactive_waiters_go_before_batch_waiters(capacity):
+    scheduler = DeviceScheduler(capacity=capacity)
+    releases = [threading.Event() for _ in range(capacity)]
+    holders = [hold_slot(scheduler, release) for release in releases]
     order: list[str] = []
 
     def waiter(name, priority):
@@ -44,10 +45,14 @@ def test_interactive_waiters_go_before_batch_waiters():
         threads.append(threading.Thread(target=waiter, args=(name, priority)))
         threads[-1].start()
         wait_until(lambda n=len(threads): scheduler.waiting == n)
-    release.set()
-    for thread in [holder, *threads]:
+    releases[0].set()  # one free slot: the waiters pass through it one at a time
+    for thread in threads:
         thread.join(5)
     assert order == ["ui", "batch1", "batch2"]
+    for release in releases:
+        release.set()
+    for thread in holders:
+        thread.join(5)
 
 
 def test_full_queue_answers_at_once_with_retry_after():
@@ -109,30 +114,6 @@ def test_capacity_admits_that_many_holders_and_queues_the_next():
     assert entered.wait(5)
     releases[1].set()
     for thread in [*holders, waiter]:
-        thread.join(5)
-
-
-def test_waiters_keep_priority_order_above_capacity_one():
-    scheduler = DeviceScheduler(capacity=2)
-    releases = [threading.Event(), threading.Event()]
-    holders = [hold_slot(scheduler, release) for release in releases]
-    order: list[str] = []
-
-    def waiter(name, priority):
-        with scheduler.slot(priority):
-            order.append(name)
-
-    threads = []
-    for name, priority in [("batch1", BATCH), ("batch2", BATCH), ("ui", INTERACTIVE)]:
-        threads.append(threading.Thread(target=waiter, args=(name, priority)))
-        threads[-1].start()
-        wait_until(lambda n=len(threads): scheduler.waiting == n)
-    releases[0].set()  # one free slot: the waiters pass through it one at a time
-    for thread in threads:
-        thread.join(5)
-    assert order == ["ui", "batch1", "batch2"]
-    releases[1].set()
-    for thread in holders:
         thread.join(5)
 
 
