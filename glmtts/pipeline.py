@@ -86,7 +86,7 @@ class Pipeline:
         self._voices_lock = threading.Lock()
         self._saved: dict[str, SavedPrompt] = {}  # saved voice id -> prompt and analysis, never evicted
         self._saved_lock = threading.Lock()
-        self.scheduler = DeviceScheduler(capacity=engine.max_batch)
+        self.scheduler = DeviceScheduler()  # its capacity follows the engine once loaded
 
     # ----------------------------------------------------------------- lifecycle
     def load(self) -> None:
@@ -96,7 +96,7 @@ class Pipeline:
         start = time.perf_counter()
         self.engine.load(self.device)
         self.timings["engine_load_s"] = time.perf_counter() - start
-        self.scheduler.capacity = self.engine.max_batch  # an engine may size its batch for the device
+        self.scheduler.capacity = self.engine.max_batch  # an engine sizes its batch for the device at load
         _LOGGER.info("Loaded %s on %s in %.1f s", self.engine.name, self.device, self.timings["engine_load_s"])
 
     def warmup(self) -> None:
