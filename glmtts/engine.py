@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisOptions
+from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisOptions
 
 
 class Engine(ABC):
@@ -22,6 +22,7 @@ class Engine(ABC):
     sample_rates: tuple[int, ...] = (24000,)
     samples: bool = False  # whether top-k / top-p / temperature / sampling method mean anything
     max_batch: int = 1  # how many requests may synthesize at once; above 1 the engine batches their work
+    analysis_version: str = "1"  # change it when prepare_voice's output changes: stored analyses are redone
 
     @abstractmethod
     def load(self, device: str) -> None:
@@ -29,13 +30,16 @@ class Engine(ABC):
 
     @abstractmethod
     def prepare_voice(self, audio: np.ndarray, sample_rate: int, prompt_text: str, key: str) -> PromptVoice:
-        """Analyse a prompt (mono float32) once; the pipeline caches the result under `key`."""
+        """Analyse a prompt (mono float32 at the file's own rate) once; the voice library caches the
+        result under `key`. Each consumer resamples from the original rate itself."""
 
     @abstractmethod
     def synthesize_segments(
-        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions
+        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions, cancel: CancelToken | None = None
     ) -> Iterator[SegmentAudio]:
-        """Yield one SegmentAudio per segment, in order, at a rate from `sample_rates`."""
+        """Yield each segment's audio in order, at a rate from `sample_rates`: one SegmentAudio per
+        segment, or several pieces (`final=False` on all but the last) for an engine that streams
+        inside a segment. Call `cancel.check()` inside long work so an abandoned request stops early."""
 
     def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
         """Run real syntheses so kernels, graphs and caches are initialised before serving."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +11,44 @@ import numpy as np
 
 class SynthesisError(ValueError):
     """Bad input to synthesis; the message is shown to the user as it is."""
+
+
+class Cancelled(RuntimeError):
+    """A synthesis stopped early because its client went away."""
+
+
+class TimeLimitExceeded(Cancelled):
+    """A synthesis ran past the per-request time limit."""
+
+    def __init__(self, limit_s: float):
+        super().__init__(f"The synthesis ran past the {limit_s:.0f} s time limit; send shorter text.")
+
+
+class CancelToken:
+    """A request's stop signal: set when its client leaves, or due when its time limit passes.
+
+    The pipeline checks it between segments; engines call `check()` inside long segments (every few
+    LLM steps, between sentences) so a request nobody waits for stops within a fraction of a segment.
+    """
+
+    def __init__(self, limit_s: float | None = None):
+        self.limit_s = limit_s
+        self._deadline = None if limit_s is None else time.monotonic() + limit_s
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise Cancelled once cancelled, TimeLimitExceeded once past the deadline."""
+        if self._event.is_set():
+            raise Cancelled("The client went away; the synthesis stopped.")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TimeLimitExceeded(self.limit_s)
 
 
 @dataclass(frozen=True)
@@ -36,6 +76,7 @@ class Segment:
     text: str
     runs: tuple[TextRun, ...]
     glm_text: str
+    hard_split: bool = False  # cut at MAX_SEGMENT_CHARS because the text had no break to cut at
 
 
 @dataclass
@@ -66,12 +107,18 @@ class PromptVoice:
 
 @dataclass
 class SegmentAudio:
-    """What an engine yields for one segment: mono float32 audio at `sample_rate` and timings."""
+    """What an engine yields for a segment: mono float32 audio at `sample_rate` and timings.
+
+    A streaming engine may yield a segment in several pieces, all but the last with `final=False`;
+    the pieces of one segment are played back to back as they are (the engine fades its own
+    joins), segments are joined by the pipeline with a pause.
+    """
 
     audio: np.ndarray
     sample_rate: int
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
     info: dict[str, object] = field(default_factory=dict)  # e.g. {"speech_tokens": 123}
+    final: bool = True  # the last piece of its segment
 
 
 @dataclass
