@@ -1,7 +1,8 @@
-"""The warm-start TTS WebUI: importing this module loads and warms the whole pipeline.
+"""The warm-start TTS WebUI: importing this module loads and warms the whole service.
 
 Run as a script (`python app.py`, or `bash start_app.sh`) it opens the port first, so `/health` answers
-and `/ready` says 503 while the models load and warm up, then serves the UI and the HTTP API on one port.
+and `/ready` says 503 while the models load and warm up, then serves the UI and the HTTP API on one
+port; `/ready` says 200 once a warm-up request has gone through every layer a client's request takes.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import time  # noqa: E402
 import gradio as gr  # noqa: E402
 import uvicorn  # noqa: E402
 
-from glmtts.api_v1 import mount_v1  # noqa: E402
-from glmtts.pipeline import build_pipeline  # noqa: E402
-from glmtts.security import gradio_auth, warn_if_exposed  # noqa: E402
-from glmtts.server import create_api  # noqa: E402
+from glmtts.http import create_api  # noqa: E402
+from glmtts.http.security import gradio_auth, warn_if_exposed  # noqa: E402
+from glmtts.http.warmup import warm_routes  # noqa: E402
+from glmtts.service import build_service  # noqa: E402
 from glmtts.settings import Settings  # noqa: E402
 from glmtts.ui import build_ui  # noqa: E402
 
@@ -34,28 +35,25 @@ def serve_in_background(application, settings: Settings) -> uvicorn.Server:
     server = uvicorn.Server(uvicorn.Config(application, host=settings.host, port=settings.port, log_level="warning"))
     threading.Thread(target=server.run, name="http", daemon=True).start()
     while not server.started and not server.should_exit:
-        time.sleep(0.05)
+        time.sleep(0.01)
     if not server.started:
         raise SystemExit(f"Could not listen on {settings.host}:{settings.port} (is the port in use?)")
     _LOGGER.info("Listening on http://%s:%d (warming up)", settings.host, settings.port)
     return server
 
 
+started = time.perf_counter()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 settings = Settings.from_args(sys.argv[1:] if __name__ == "__main__" else [])
 warn_if_exposed(settings)
-pipeline = build_pipeline(settings)
-pipeline.scheduler.max_waiting = settings.max_queue
-started = time.perf_counter()
-api = create_api(pipeline)
-_voices, jobs = mount_v1(api, pipeline, settings)  # saved voices registered and interrupted jobs recovered before warm-up
-ui = build_ui(pipeline, jobs)
+service = build_service(settings)
+api = create_api(service)
+ui = build_ui(service)
 ui.has_launched = True  # Gradio checks that input files were uploaded only in launched apps, not mounted ones
-app = gr.mount_gradio_app(
+app = gr.mount_gradio_app(  # no allowed_paths: nothing under outputs/ is served except what a session's callbacks return
     api,
     ui,
     path="/",
-    allowed_paths=[str(settings.outputs)],
     max_file_size=f"{settings.max_upload_mb}mb",
     footer_links=["api"],
     auth=gradio_auth(settings),
@@ -63,12 +61,17 @@ app = gr.mount_gradio_app(
 )
 server = serve_in_background(app, settings) if __name__ == "__main__" else None
 try:
-    pipeline.load()
-    pipeline.warmup()
+    service.load()
+    service.warmup()
+    if server is not None:
+        local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        service.timings["http_warmup_s"] = warm_routes(f"http://{local_host}:{settings.port}", service.warmup_token)
 except Exception as error:
     _LOGGER.exception("Start-up failed")
     raise SystemExit(f"Start-up failed: {type(error).__name__}: {error}") from error
-_LOGGER.info("Ready in %.1f s: %s", time.perf_counter() - started, pipeline.status())
+service.mark_ready()
+service.timings["ready_s"] = time.perf_counter() - started
+_LOGGER.info("Ready in %.1f s: %s", service.timings["ready_s"], service.status())
 
 if server is not None:
     print(f"Ready: http://{settings.host}:{settings.port}", flush=True)
@@ -77,3 +80,4 @@ if server is not None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         server.should_exit = True
+    service.shutdown()

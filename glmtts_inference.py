@@ -22,10 +22,12 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from glmtts.audio import write_wav  # noqa: E402
-from glmtts.batch import parse_jsonl  # noqa: E402
-from glmtts.pipeline import SynthesisRequest, build_pipeline  # noqa: E402
+from glmtts.batch import parse_jsonl, uttid_collisions  # noqa: E402
+from glmtts.options import check_options  # noqa: E402
+from glmtts.pipeline import SynthesisRequest  # noqa: E402
+from glmtts.service import build_service  # noqa: E402
 from glmtts.settings import PROJECT_ROOT, Settings  # noqa: E402
-from glmtts.types import SynthesisError, SynthesisOptions  # noqa: E402
+from glmtts.types import SynthesisError  # noqa: E402
 
 _LOGGER = logging.getLogger("glmtts_inference")
 
@@ -63,16 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         outputs=Path(args.outputs).resolve(),
     )
     data = resolve_data(args.data, settings.examples)
-    items = parse_jsonl(data.read_text(encoding="utf-8"), [*settings.allowed_roots, data.parent])
-    if settings.ckpt is None and args.sample_rate != 24000:
-        raise SystemExit("--sample_rate 32000 needs the GLM-TTS engine (--ckpt); the embedded voices are 24 kHz")
-
-    pipeline = build_pipeline(settings)
-    pipeline.load()
-    _LOGGER.info("Engine %s on %s (%s)", pipeline.engine.name, pipeline.device, pipeline.engine_reason)
+    service = build_service(settings)
+    service.load()
+    try:
+        options = check_options(
+            service.engine,
+            {"seed": args.seed, "sample_rate": args.sample_rate, "use_cache": args.use_cache, "use_phoneme": args.use_phoneme},
+        )
+        items = parse_jsonl(data.read_text(encoding="utf-8"), [*settings.allowed_roots, data.parent], service.voices.known_names())
+    except SynthesisError as error:
+        raise SystemExit(f"{data.name}: {error}") from error
+    if collisions := uttid_collisions(items):
+        raise SystemExit(f"{data.name}: " + "; ".join(collisions))
+    pipeline = service.pipeline
+    _LOGGER.info("Engine %s on %s (%s)", service.engine.name, service.device, service.engine_reason)
     out_dir = settings.outputs / f"pretrain{args.exp_name}" / data.stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = SynthesisOptions(seed=args.seed, sample_rate=args.sample_rate, use_cache=args.use_cache, use_phoneme=args.use_phoneme)
 
     failures = 0
     with (out_dir / "text_compare.jsonl").open("w", encoding="utf-8") as compare:

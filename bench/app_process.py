@@ -24,14 +24,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(ckpt: str, device: str, *extra_args: str) -> Iterator[tuple[subprocess.Popen, str, float]]:
-    """Yield (process, base url, seconds from process start to /ready == 200); stop it afterwards."""
+def running_app(ckpt: str, device: str, *extra_args: str, outputs: Path | None = None) -> Iterator[tuple[subprocess.Popen, str, float]]:
+    """Yield (process, base url, seconds from process start to /ready == 200); stop it afterwards.
+
+    `outputs`: the app's outputs folder (kept); by default a temporary one."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as outputs:
+    with tempfile.TemporaryDirectory() as scratch:
+        outputs = outputs or Path(scratch)
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port), "--device", device, "--outputs", outputs, *extra_args],
+            [sys.executable, "app.py", "--port", str(port), "--device", device, "--outputs", str(outputs), *extra_args],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -47,7 +50,7 @@ def running_app(ckpt: str, device: str, *extra_args: str) -> Iterator[tuple[subp
                         break
                 except httpx.TransportError:
                     pass
-                time.sleep(0.1)
+                time.sleep(0.02)
             yield process, url, time.perf_counter() - started
         finally:
             process.terminate()

@@ -1,4 +1,8 @@
-"""Audio input and output: reading and checking prompts, resampling, joining and writing."""
+"""Audio in and out: reading prompts (bounded), the one resampler, joining and writing.
+
+A prompt is decoded only as far as it is used (PROMPT_MAX_SECONDS), whatever the length of the
+file, and kept at its own sample rate; each consumer resamples from the original with `resample`.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +11,47 @@ import io
 import logging
 from pathlib import Path
 
-import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
+from glmtts.files import atomic_output
 from glmtts.types import SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
 
 PROMPT_MIN_SECONDS = 1.0
-PROMPT_MAX_SECONDS = 30.0  # longer prompts are cut to this many seconds
+PROMPT_MAX_SECONDS = 30.0  # longer prompts are cut to this many seconds (the rest is never decoded)
 PROMPT_MAX_BYTES = 20 * 1024 * 1024
+PROMPT_MIN_RATE, PROMPT_MAX_RATE = 8000, 192000
 SILENCE_RMS = 1e-3  # below this a prompt holds no usable speech
 CROSSFADE_SECONDS = 0.03
-SEGMENT_PAUSE_SECONDS = 0.12
+_DECODE_BLOCK = 65536  # frames read at a time by the fallback decoder
 
 
-def read_prompt(source: str | Path | bytes, target_rate: int = 16000) -> tuple[np.ndarray, int]:
-    """Decode a prompt (path or bytes) to mono float32 at `target_rate`, or raise SynthesisError.
+def read_prompt(source: str | Path | bytes, max_seconds: float = PROMPT_MAX_SECONDS) -> tuple[np.ndarray, int]:
+    """Decode the first `max_seconds` of a prompt (path or bytes) to mono float32 at its own rate.
 
-    Rejects files that are too large, undecodable, shorter than PROMPT_MIN_SECONDS or silent; a
-    prompt longer than PROMPT_MAX_SECONDS is cut.
+    Raises SynthesisError for files that are too large, undecodable, shorter than
+    PROMPT_MIN_SECONDS, silent or holding invalid samples.
     """
-    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
-    if not data:
+    if isinstance(source, (str, Path)):
+        size = Path(source).stat().st_size
+        opened: str | io.BytesIO = str(source)
+    else:
+        size, opened = len(source), io.BytesIO(source)
+    if not size:
         raise SynthesisError("The prompt audio is empty.")
-    if len(data) > PROMPT_MAX_BYTES:
+    if size > PROMPT_MAX_BYTES:
         raise SynthesisError(f"The prompt audio is larger than {PROMPT_MAX_BYTES // (1024 * 1024)} MB.")
     try:
-        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception:
-        try:  # formats libsndfile lacks (mp3 in old builds, m4a): let librosa try its backends
-            audio, rate = librosa.load(io.BytesIO(data), sr=None, mono=False)
-            audio = np.atleast_2d(audio).T.astype(np.float32)
-        except Exception as error:
-            raise SynthesisError(f"The prompt audio could not be decoded ({type(error).__name__}).") from error
-    audio = audio.mean(axis=1)
+        audio, rate = _read_soundfile(opened, max_seconds)
+    except (sf.LibsndfileError, RuntimeError, TypeError):  # formats libsndfile lacks (m4a, webm, old mp3)
+        if isinstance(opened, io.BytesIO):
+            opened.seek(0)
+        audio, rate = _read_av(opened, max_seconds)
+    if not PROMPT_MIN_RATE <= rate <= PROMPT_MAX_RATE:
+        raise SynthesisError(f"The prompt's sample rate is {rate} Hz; give {PROMPT_MIN_RATE} to {PROMPT_MAX_RATE} Hz.")
     if not np.all(np.isfinite(audio)):
         raise SynthesisError("The prompt audio holds invalid samples (NaN or infinity).")
     duration = len(audio) / rate
@@ -50,18 +59,52 @@ def read_prompt(source: str | Path | bytes, target_rate: int = 16000) -> tuple[n
         raise SynthesisError(
             f"The prompt audio is {duration:.2f} s long; give at least {PROMPT_MIN_SECONDS:.0f} s (3 to 10 s is best)."
         )
-    if duration > PROMPT_MAX_SECONDS:
-        _LOGGER.info("Prompt of %.1f s cut to %.0f s", duration, PROMPT_MAX_SECONDS)
-        audio = audio[: int(PROMPT_MAX_SECONDS * rate)]
     if float(np.sqrt(np.mean(audio**2))) < SILENCE_RMS:
-        raise SynthesisError("The prompt audio is silent.")
-    return resample(audio, rate, target_rate), target_rate
+        raise SynthesisError(f"The prompt audio is silent (in its first {max_seconds:.0f} s, which is what is used).")
+    return audio, rate
+
+
+def _read_soundfile(opened: str | io.BytesIO, max_seconds: float) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(opened) as sound:
+        rate = sound.samplerate
+        frames = int(max_seconds * rate)
+        if sound.frames > frames:
+            _LOGGER.info("Prompt of %.1f s cut to %.0f s", sound.frames / rate, max_seconds)
+        audio = sound.read(frames, dtype="float32", always_2d=True)
+    return audio.mean(axis=1), rate
+
+
+def _read_av(opened: str | io.BytesIO, max_seconds: float) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(opened, "r") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise SynthesisError("The prompt file holds no audio.")
+            rate = stream.codec_context.sample_rate
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            wanted, pieces, kept = int(max_seconds * rate), [], 0
+            for frame in container.decode(stream):
+                for converted in resampler.resample(frame):
+                    piece = converted.to_ndarray().reshape(-1)
+                    pieces.append(piece[: wanted - kept])
+                    kept += len(pieces[-1])
+                if kept >= wanted:
+                    break
+    except SynthesisError:
+        raise
+    except Exception as error:  # PyAV raises many kinds for foreign or damaged data
+        raise SynthesisError(f"The prompt audio could not be decoded ({type(error).__name__}).") from error
+    audio = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
+    return audio, rate
 
 
 def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Mono float32 audio from `rate` to `target_rate` (soxr, high quality)."""
     if rate == target_rate:
         return audio.astype(np.float32, copy=False)
-    return librosa.resample(audio, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq").astype(np.float32)
+    return soxr.resample(np.asarray(audio, dtype=np.float32), rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
 def content_key(audio: np.ndarray, prompt_text: str) -> str:
@@ -71,14 +114,11 @@ def content_key(audio: np.ndarray, prompt_text: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def crossfade_join(pieces: list[np.ndarray], sample_rate: int, pause_s: float = 0.0) -> np.ndarray:
-    """Join pieces with a short equal-power crossfade, or with `pause_s` of silence between them."""
+def crossfade_join(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
+    """Join pieces (language runs inside one segment) with a short equal-power crossfade."""
     pieces = [p for p in pieces if len(p)]
     if not pieces:
         return np.zeros(0, dtype=np.float32)
-    if pause_s > 0:
-        gap = np.zeros(int(pause_s * sample_rate), dtype=np.float32)
-        return np.concatenate([x for p in pieces for x in (p, gap)][:-1]).astype(np.float32)
     fade = int(CROSSFADE_SECONDS * sample_rate)
     out = pieces[0].astype(np.float32)
     for piece in pieces[1:]:
@@ -92,19 +132,8 @@ def crossfade_join(pieces: list[np.ndarray], sample_rate: int, pause_s: float = 
     return out.astype(np.float32)
 
 
-def limit_peak(audio: np.ndarray, peak: float = 0.97) -> np.ndarray:
-    """Scale down audio whose peak exceeds `peak`; never amplify."""
-    top = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    return audio * (peak / top) if top > peak else audio
-
-
-def audio_to_wav_bytes(audio: np.ndarray, sample_rate: int, fmt: str = "WAV") -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, format=fmt, subtype="PCM_16" if fmt == "WAV" else None)
-    return buffer.getvalue()
-
-
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, audio, sample_rate, subtype="PCM_16")
+    """A 16-bit wav, written atomically and synced (a batch item's file exists whole or not at all)."""
+    with atomic_output(path) as handle:
+        sf.write(handle, audio, sample_rate, format="WAV", subtype="PCM_16")
     return path

@@ -1,7 +1,9 @@
 """Batch synthesis: GLM-TTS JSONL (or one utterance a line) in, a folder of wavs, a manifest and a zip out.
 
 A line that cannot be parsed or synthesized is recorded with its error and the job goes on; every
-finished item is on disk with its manifest line before the next one starts.
+finished item is on disk with its manifest line before the next one starts. Two lines whose uttids
+name the same file (also after they are made safe as file names) refuse the whole file: each
+accepted line gets its own wav and exactly one manifest line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import re
 import time
+import unicodedata
 import zipfile
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -18,8 +21,9 @@ from pathlib import Path
 from typing import TextIO
 
 from glmtts.audio import write_wav
+from glmtts.files import atomic_output
 from glmtts.pipeline import Pipeline, SynthesisRequest
-from glmtts.scheduler import BATCH
+from glmtts.scheduler import BATCH, QueueFull, QueueTimeout
 from glmtts.settings import PROJECT_ROOT
 from glmtts.types import SynthesisError, SynthesisOptions
 
@@ -28,6 +32,8 @@ _LOGGER = logging.getLogger(__name__)
 BATCH_KEYS = ("uttid", "prompt_text", "prompt_speech", "syn_text")
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 2 * 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024
+MAX_PATH_CHARS = 1024
 MANIFEST = "manifest.jsonl"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-\u4e00-\u9fff]+")
 
@@ -37,11 +43,12 @@ class BatchItem:
     """One utterance of a batch; `error` is set when the line itself is unusable."""
 
     line: int
-    uttid: str
+    uttid: str  # the file name stem: the given uttid made safe
     syn_text: str = ""
     prompt_text: str = ""
     prompt_speech: Path | str | None = None  # a checked path, or a voice name, or None: the page's voice
     error: str = ""
+    raw_uttid: str = ""  # as given in the file
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -51,11 +58,17 @@ def safe_name(name: str, fallback: str) -> str:
 
 def confine_path(raw: str, allowed_roots: list[Path]) -> Path:
     """Resolve a prompt path (relative to the project root) and insist it lies in an allowed folder."""
-    path = Path(raw).expanduser()
-    resolved = (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+    if len(raw) > MAX_PATH_CHARS or any(unicodedata.category(c) == "Cc" for c in raw):
+        raise SynthesisError(f"prompt_speech is not a usable path (over {MAX_PATH_CHARS} characters or control characters).")
+    try:
+        path = Path(raw).expanduser()
+        resolved = (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+        is_file = resolved.is_file()
+    except (OSError, ValueError, RuntimeError) as error:  # a name too long for the file system, a loop of links
+        raise SynthesisError(f"prompt_speech {raw[:80]!r} is not a usable path ({type(error).__name__}).") from error
     for root in allowed_roots:
         if resolved.is_relative_to(root.resolve()):
-            if not resolved.is_file():
+            if not is_file:
                 raise SynthesisError(f"prompt_speech {raw!r} does not exist.")
             return resolved
     names = ", ".join(str(r.relative_to(PROJECT_ROOT)) if r.is_relative_to(PROJECT_ROOT) else str(r) for r in allowed_roots)
@@ -73,33 +86,53 @@ def parse_jsonl(text: str, allowed_roots: list[Path], voice_names: Collection[st
         if not line.strip():
             continue
         fallback = f"line{number}"
+        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            items.append(BatchItem(number, fallback, error=f"line {number}: longer than {MAX_LINE_BYTES // 1024} KB"))
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             items.append(BatchItem(number, fallback, error=f"line {number}: not valid JSON ({error.msg})"))
+            continue
+        except RecursionError:
+            items.append(BatchItem(number, fallback, error=f"line {number}: nested too deeply (a line is one flat object)"))
             continue
         if not isinstance(record, dict):
             items.append(BatchItem(number, fallback, error=f"line {number}: expected a JSON object"))
             continue
         missing = [key for key in BATCH_KEYS if key not in record]
         wrong = [key for key in BATCH_KEYS if key in record and not isinstance(record[key], (str, int))]
-        uttid = safe_name(str(record.get("uttid", "")), fallback)
+        raw_uttid = str(record.get("uttid", ""))
+        uttid = safe_name(raw_uttid, fallback)
         if missing or wrong:
             problem = f"missing {', '.join(missing)}" if missing else f"{', '.join(wrong)} must be text"
-            items.append(BatchItem(number, uttid, error=f"line {number}: {problem}"))
+            items.append(BatchItem(number, uttid, error=f"line {number}: {problem}", raw_uttid=raw_uttid))
             continue
-        item = BatchItem(number, uttid, str(record["syn_text"]), str(record["prompt_text"]))
+        item = BatchItem(number, uttid, str(record["syn_text"]), str(record["prompt_text"]), raw_uttid=raw_uttid)
         prompt = str(record["prompt_speech"])
         try:
             item.prompt_speech = prompt if prompt in voice_names else confine_path(prompt, allowed_roots)
         except SynthesisError as error:
-            if "/" in prompt or "\\" in prompt:
+            if "/" in prompt or "\\" in prompt or len(prompt) > MAX_PATH_CHARS:
                 item.error = f"line {number}: {error}"
             else:
                 item.error = f"line {number}: there is no voice {prompt!r} (and no such file in the allowed folders)."
         items.append(item)
     _check_count(len(items))
-    return _dedupe(items)
+    return items
+
+
+def uttid_collisions(items: list[BatchItem]) -> list[str]:
+    """One message per file name that two or more lines would write (their uttids, made safe, collide)."""
+    lines: dict[str, list[BatchItem]] = {}
+    for item in items:
+        lines.setdefault(item.uttid.lower(), []).append(item)  # case-insensitive file systems
+    return [
+        f"lines {', '.join(str(i.line) for i in same)} all name the file {same[0].uttid}.wav "
+        f"(uttids {', '.join(sorted({repr(i.raw_uttid) for i in same}))}); give each line its own uttid"
+        for same in lines.values()
+        if len(same) > 1
+    ]
 
 
 def lines_to_jsonl(text: str, prompt_speech: str, prompt_text: str = "") -> str:
@@ -126,16 +159,6 @@ def _check_count(count: int) -> None:
         raise SynthesisError(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
 
 
-def _dedupe(items: list[BatchItem]) -> list[BatchItem]:
-    seen: dict[str, int] = {}
-    for item in items:
-        count = seen.get(item.uttid, 0)
-        seen[item.uttid] = count + 1
-        if count:
-            item.uttid = f"{item.uttid}_{count}"
-    return items
-
-
 def new_job_dir(batch_root: Path, name: str = "") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     job = batch_root / f"{stamp}_{safe_name(name, 'job')}"
@@ -148,14 +171,18 @@ def new_job_dir(batch_root: Path, name: str = "") -> Path:
 
 
 def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions) -> dict[str, object]:
-    """Synthesize one item into `job_dir/<uttid>.wav` (synced to disk); returns its manifest record."""
+    """Synthesize one item into `job_dir/<uttid>.wav` (synced to disk); returns its manifest record.
+
+    A busy device (QueueFull, QueueTimeout) is raised, for the caller to wait and retry the item.
+    """
     record: dict[str, object] = {"uttid": item.uttid, "line": item.line, "text": item.syn_text}
     if item.error:
         return {**record, "status": "error", "message": item.error}
     try:
         result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH))
         path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
-        _fsync_file(path)
+    except (QueueFull, QueueTimeout):
+        raise
     except SynthesisError as error:
         return {**record, "status": "error", "message": str(error)}
     except Exception as error:  # one broken item must not stop the job
@@ -168,7 +195,7 @@ def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: Synthe
         "rtf": round(result.rtf, 3),
         "sample_rate": result.sample_rate,
         "status": "ok",
-        "message": "",
+        "message": "text without breaks was cut at fixed lengths" if result.hard_split else "",
         "duration_s": round(result.duration_s, 2),
         "path": path.name,
     }
@@ -181,18 +208,11 @@ def append_record(log: TextIO, record: dict) -> None:
     os.fsync(log.fileno())
 
 
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def zip_job(job_dir: Path) -> Path:
-    """Zip the job folder (hidden temporary files left out) into `<job>.zip` beside it, atomically."""
+    """Zip the job's results (wavs and manifest, not its input) into `<job>.zip` beside it, atomically."""
     archive = job_dir.parent / f"{job_dir.name}.zip"
-    partial = archive.with_name(f".{archive.name}.partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as bundle:
+    with atomic_output(archive) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
         for path in sorted(job_dir.iterdir()):
-            if not path.name.startswith("."):
+            if path.suffix == ".wav" or path.name == MANIFEST:
                 bundle.write(path, f"{job_dir.name}/{path.name}")
-    os.replace(partial, archive)
     return archive

@@ -24,7 +24,6 @@ import os
 import queue
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,11 +37,15 @@ from glmtts.batch import (
     new_job_dir,
     parse_jsonl,
     run_item,
+    uttid_collisions,
     zip_job,
 )
+from glmtts.files import write_json
+from glmtts.options import check_options, options_to_dict
 from glmtts.pipeline import Pipeline
-from glmtts.scheduler import BATCH, QueueFull, QueueTimeout
+from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import SynthesisError, SynthesisOptions
+from glmtts.voices import VoiceLibrary
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,14 +57,15 @@ JOB_FILE = "job.json"
 MAX_UNFINISHED_JOBS = 16
 MAX_REPORTED_ERRORS = 5
 MAX_NAME_CHARS = 80
-READY_POLL_S = 0.2
 BUSY_RETRY_S = 2.0  # wait before asking the device again when the queue was full
-SLOT_WAIT_S = 600.0  # a batch item waits this long for the device behind interactive requests
 _JOB_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class JobNotFound(KeyError):
+class JobNotFound(LookupError):
     """No job has this id."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"No batch job {job_id[:80]!r}.")
 
 
 class JobStateError(RuntimeError):
@@ -112,11 +116,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def options_from_dict(values: dict[str, object]) -> SynthesisOptions:
-    known = {f.name for f in dataclasses.fields(SynthesisOptions)}
-    return SynthesisOptions(**{name: value for name, value in values.items() if name in known})
-
-
 def read_manifest(folder: Path) -> dict[str, dict]:
     """Finished items by uttid. A line cut short by a crash is removed from the file first."""
     path = folder / MANIFEST
@@ -141,34 +140,28 @@ def read_manifest(folder: Path) -> dict[str, dict]:
     return records
 
 
-def _write_json(path: Path, value: object) -> None:
-    """Replace a JSON file atomically and durably (hidden temporary file, fsync, rename)."""
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        json.dump(value, handle, ensure_ascii=False, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
 class BatchJobs:
     """Owns the batch jobs under `batch_root` and the one worker thread that runs them in order.
 
-    Items run at BATCH priority through the pipeline's scheduler, so interactive requests waiting
-    for the device go first between items. The worker waits for the pipeline to be ready.
-    `auto_resume` resumes interrupted jobs at start (off by default: a job that crashed the
-    service would otherwise crash it again at every restart).
+    Items run at BATCH priority through the pipeline, so interactive requests waiting for the
+    device go first between segments. Jobs may be submitted at any time; the worker runs them
+    once `start()` was called (after warm-up). `auto_resume` resumes interrupted jobs at start (off
+    by default: a job that crashed the service would otherwise crash it again at every restart).
     """
 
-    def __init__(self, pipeline: Pipeline, batch_root: Path, allowed_roots: list[Path] | None = None, auto_resume: bool = False):
+    def __init__(
+        self, pipeline: Pipeline, voices: VoiceLibrary, batch_root: Path, allowed_roots: list[Path], auto_resume: bool = False
+    ):
         self.pipeline = pipeline
+        self.voices = voices
         self.root = batch_root
-        self.allowed_roots = allowed_roots if allowed_roots is not None else pipeline.settings.allowed_roots
+        self.allowed_roots = allowed_roots
         self.auto_resume = auto_resume
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.RLock()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._started = False
         self._stopping = threading.Event()
         self._recovered = False
 
@@ -176,7 +169,8 @@ class BatchJobs:
     def recover(self) -> list[str]:
         """Load every job on disk (once per process); unfinished ones become interrupted.
 
-        Returns the ids of the interrupted jobs; with `auto_resume` they are queued again.
+        Returns the ids of the interrupted jobs; with `auto_resume` they are queued again (and run
+        once the worker starts).
         """
         with self._lock:
             if self._recovered:
@@ -200,7 +194,6 @@ class BatchJobs:
                     self._save(job)
                     interrupted.append(job.state.id)
                     _LOGGER.warning("Batch job %s %s", job.state.id, job.state.message)
-            self._ensure_worker()
         if self.auto_resume:
             for job_id in interrupted:
                 self.resume(job_id)
@@ -214,8 +207,14 @@ class BatchJobs:
             raise ValueError(f"job.json names {state.id!r}")
         return _Job(state, folder, read_manifest(folder))
 
+    def start(self) -> None:
+        """Start running queued jobs (the service calls this once it is warm)."""
+        with self._lock:
+            self._started = True
+            self._ensure_worker()
+
     def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
+        if self._started and (self._worker is None or not self._worker.is_alive()):
             self._worker = threading.Thread(target=self._work, name="batch-jobs", daemon=True)
             self._worker.start()
 
@@ -228,25 +227,26 @@ class BatchJobs:
 
     # ----------------------------------------------------------------- operations
     def submit(self, jsonl: str, options: SynthesisOptions | None = None, name: str = "", strict: bool = True) -> str:
-        """Check a GLM-TTS JSONL, store it and queue the job.
+        """Check a GLM-TTS JSONL, store it and queue the job. `options` come from check_options.
 
         `strict`: any bad line rejects the whole file. Otherwise bad lines become error items in the
         manifest and the rest run (the UI's way: the table shows what was wrong with each line).
+        Lines whose uttids collide are refused either way: each line must get its own file.
         """
         options = options or SynthesisOptions()
         name = " ".join(name.split())
         if len(name) > MAX_NAME_CHARS:
             raise BatchInputError(f"The job name has {len(name)} characters; the limit is {MAX_NAME_CHARS}.")
-        self._check_options(options)
         size = len(jsonl.encode("utf-8"))
         if size > MAX_BATCH_BYTES:
             raise BatchTooLarge(f"The batch file has {size / 2**20:.1f} MB; the limit is {MAX_BATCH_BYTES / 2**20:g} MB.")
         count = sum(1 for line in jsonl.splitlines() if line.strip())
         if count > MAX_BATCH_ITEMS:
             raise BatchTooLarge(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
-        items = parse_jsonl(jsonl, self.allowed_roots, self.pipeline.builtin_voices())
-        errors = [item.error for item in items if item.error]
-        if errors and strict:
+        items = parse_jsonl(jsonl, self.allowed_roots, self.voices.known_names())
+        collisions = uttid_collisions(items)
+        errors = collisions or [item.error for item in items if item.error]
+        if errors and (strict or collisions):
             more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
             raise BatchInputError("; ".join(errors[:MAX_REPORTED_ERRORS]) + more, errors)
         with self._lock:
@@ -254,9 +254,7 @@ class BatchJobs:
                 raise JobLimit(f"{MAX_UNFINISHED_JOBS} batch jobs are waiting or running; try again later.")
             folder = new_job_dir(self.root, _JOB_NAME.sub("_", name).strip("_")[:40] or "job")
             (folder / INPUT_FILE).write_text(jsonl, encoding="utf-8")
-            state = JobState(
-                folder.name, name or folder.name, QUEUED, [item.uttid for item in items], dataclasses.asdict(options), _now()
-            )
+            state = JobState(folder.name, name or folder.name, QUEUED, [item.uttid for item in items], options_to_dict(options), _now())
             job = _Job(state, folder)
             self._save(job)
             self._jobs[state.id] = job
@@ -264,13 +262,6 @@ class BatchJobs:
         self._queue.put(state.id)
         _LOGGER.info("Batch job %s queued: %d items", state.id, len(items))
         return state.id
-
-    def _check_options(self, options: SynthesisOptions) -> None:
-        engine = self.pipeline.engine
-        if options.sample_rate and options.sample_rate not in engine.sample_rates:
-            raise BatchInputError(f"Sample rate {options.sample_rate} is not offered by the {engine.name} engine.")
-        if not 0.5 <= options.speed <= 2.0:
-            raise BatchInputError("Speed must be between 0.5 and 2.0.")
 
     def cancel(self, job_id: str) -> dict[str, object]:
         """A queued job is cancelled at once; a running one after its current item."""
@@ -305,6 +296,11 @@ class BatchJobs:
         """Status, counts and every item (ok, error, running or pending)."""
         with self._lock:
             return self._progress(self._get(job_id))
+
+    def pending_items(self) -> int:
+        """Items of queued and running jobs not finished yet (the queue depth an autoscaler reads)."""
+        with self._lock:
+            return sum(len(job.state.uttids) - len(job.records) for job in self._jobs.values() if job.state.status in UNFINISHED)
 
     def list(self) -> list[dict[str, object]]:
         """Every job, newest first, without the per-item list."""
@@ -358,7 +354,7 @@ class BatchJobs:
 
     def _save(self, job: _Job) -> None:
         summary = self._summary(job)
-        _write_json(
+        write_json(
             job.folder / JOB_FILE, {**dataclasses.asdict(job.state), **{k: summary[k] for k in ("total", "done", "ok", "errors")}}
         )
 
@@ -368,8 +364,6 @@ class BatchJobs:
             job_id = self._queue.get()
             if job_id is None:
                 return
-            while not self.pipeline.ready and not self._stopping.is_set():
-                time.sleep(READY_POLL_S)
             with self._lock:
                 job = self._jobs.get(job_id)
                 if job is None or job.state.status != QUEUED:
@@ -389,8 +383,8 @@ class BatchJobs:
 
     def _run(self, job: _Job) -> None:
         jsonl = (job.folder / INPUT_FILE).read_text(encoding="utf-8")
-        items = parse_jsonl(jsonl, self.allowed_roots, self.pipeline.builtin_voices())
-        options = options_from_dict(job.state.options)
+        items = parse_jsonl(jsonl, self.allowed_roots, self.voices.known_names())
+        options = check_options(self.pipeline.engine, job.state.options)  # stored by an older version, maybe
         with (job.folder / MANIFEST).open("a", encoding="utf-8") as log:
             for item in items:
                 if item.uttid in job.records:
@@ -421,11 +415,10 @@ class BatchJobs:
         _LOGGER.info("Batch job %s %s: %d of %d items", job.state.id, job.state.status, len(job.records), len(job.state.uttids))
 
     def _run_item(self, job: _Job, item: BatchItem, options: SynthesisOptions) -> dict | None:
-        """One item under a BATCH device slot; waits out a full queue. None when stopped or cancelled meanwhile."""
+        """One item; waits out a busy device. None when stopped or cancelled meanwhile."""
         while True:
             try:
-                with self.pipeline.scheduler.slot(BATCH, SLOT_WAIT_S):
-                    return run_item(self.pipeline, item, job.folder, options)
+                return run_item(self.pipeline, item, job.folder, options)
             except (QueueFull, QueueTimeout) as error:
                 _LOGGER.info("Batch job %s waits for the device: %s", job.state.id, error)
                 if job.cancel.wait(BUSY_RETRY_S) or self._stopping.is_set():

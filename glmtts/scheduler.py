@@ -75,8 +75,13 @@ class DeviceScheduler:
             self._condition.notify_all()
 
     @contextmanager
-    def slot(self, priority: int = INTERACTIVE, wait_s: float = DEFAULT_WAIT_S, exclusive: bool = False) -> Iterator[None]:
-        """Hold a device slot; `exclusive` waits until no one else holds one and keeps others out meanwhile."""
+    def slot(
+        self, priority: int = INTERACTIVE, wait_s: float = DEFAULT_WAIT_S, exclusive: bool = False, queue_limit: bool = True
+    ) -> Iterator[None]:
+        """Hold a device slot; `exclusive` waits until no one else holds one and keeps others out meanwhile.
+
+        `queue_limit=False` waits even when the line is full: for the next segment of a request
+        that was already admitted."""
         me = threading.get_ident()
         with self._condition:
             reentered = me in self._holders
@@ -85,7 +90,7 @@ class DeviceScheduler:
                     raise RuntimeError("a shared slot cannot become exclusive; take the exclusive slot first")
                 self._holders[me] += 1
             else:
-                self._wait_for_turn(me, priority, wait_s, exclusive)
+                self._wait_for_turn(me, priority, wait_s, exclusive, queue_limit)
         started = time.perf_counter()
         try:
             yield
@@ -105,8 +110,8 @@ class DeviceScheduler:
             return False
         return not self._holders if exclusive else len(self._holders) < self._capacity
 
-    def _wait_for_turn(self, me: int, priority: int, wait_s: float, exclusive: bool) -> None:
-        if not self._has_room(exclusive) and len(self._waiting) >= self.max_waiting:
+    def _wait_for_turn(self, me: int, priority: int, wait_s: float, exclusive: bool, queue_limit: bool) -> None:
+        if queue_limit and not self._has_room(exclusive) and len(self._waiting) >= self.max_waiting:
             rounds = (len(self._waiting) + 1) / self._capacity  # slot uses ahead of this request
             raise QueueFull(len(self._waiting), max(1, round(self.last_work_s * rounds)))
         ticket = (priority, next(self._arrivals))

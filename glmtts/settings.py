@@ -36,6 +36,7 @@ class Settings:
     outputs: Path = PROJECT_ROOT / "outputs"
     examples: Path = PROJECT_ROOT / "examples"
     replace_dict: Path = PROJECT_ROOT / "configs" / "G2P_replace_dict.jsonl"
+    voice_aliases: Path = PROJECT_ROOT / "configs" / "openai_voices.json"  # OpenAI voice names -> our voices
     max_upload_mb: int = 20
     voice_cache_size: int = 32
     extra_allowed: list[Path] = field(default_factory=list)
@@ -116,4 +117,5 @@ class Settings:
             rate_limit=max(0, args.rate_limit),
             request_timeout_s=args.request_timeout,
             max_queue=max(1, args.max_queue),
+            voice_aliases=Path(env.get("GLMTTS_VOICE_ALIASES", str(defaults.voice_aliases))).expanduser(),
         )

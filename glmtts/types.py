@@ -123,7 +123,11 @@ class SegmentAudio:
 
 @dataclass
 class AudioChunk:
-    """A streamed piece of the output: one finished segment, with its text and timings."""
+    """A streamed piece of the output: a finished segment, or a piece of one, with its text and timings.
+
+    `index` is the segment's position among `total` segments; a segment streamed in pieces gives
+    several chunks with the same index, `first` on its first piece and `final` on its last.
+    """
 
     index: int
     total: int
@@ -131,6 +135,8 @@ class AudioChunk:
     sample_rate: int
     segment: Segment
     timings: dict[str, float]
+    first: bool = True
+    final: bool = True
 
 
 @dataclass
@@ -158,3 +164,8 @@ class SynthesisResult:
     @property
     def phoneme_text(self) -> str:
         return " ".join(s.glm_text for s in self.segments)
+
+    @property
+    def hard_split(self) -> bool:
+        """Whether some text had no break and was cut at a fixed length."""
+        return any(s.hard_split for s in self.segments)

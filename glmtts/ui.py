@@ -1,4 +1,8 @@
-"""The Gradio WebUI: thin callbacks that turn widget values into pipeline requests."""
+"""The Gradio WebUI: thin callbacks that turn widget values into requests to the service.
+
+Files a callback returns are copied into Gradio's cache and served from there, to the session
+that asked; nothing under outputs/ is served by path.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,24 @@ import hashlib
 import logging
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 from gradio.utils import get_upload_folder
 
-from glmtts.audio import audio_to_wav_bytes, write_wav
+from glmtts.audio import write_wav
 from glmtts.batch import lines_to_jsonl
+from glmtts.encoders import encode_audio
+from glmtts.files import atomic_output
 from glmtts.frontend.replace_dict import parse_replace_dict
-from glmtts.jobs import DONE, UNFINISHED, BatchJobs, JobLimit, JobNotFound, JobStateError
-from glmtts.pipeline import Pipeline, SynthesisRequest
+from glmtts.jobs import DONE, UNFINISHED, JobLimit, JobNotFound, JobStateError
+from glmtts.options import check_options
+from glmtts.pipeline import AsyncSynthesis, SynthesisRequest, playable, result_of
 from glmtts.scheduler import QueueFull, QueueTimeout
-from glmtts.server import MAX_SEED, SynthesisRun, TimeLimitExceeded, chunk_to_stream_audio, join_chunks
-from glmtts.types import SynthesisError, SynthesisOptions
+from glmtts.service import Service
+from glmtts.types import CancelToken, Cancelled, SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -28,17 +37,21 @@ LIVE_PLAYBACK = shutil.which("ffmpeg") is not None
 JOB_POLL_S = 0.5
 JSONL_MODE, LINES_MODE = "JSONL (GLM-TTS format)", "One utterance a line"
 JOB_COLUMNS = ["id", "name", "status", "done", "total", "ok", "errors", "created"]
+SYSTEM_REFRESH_S = 10
+# The sampling widgets' starting values: a value left there is sent as None (the model's default).
+SAMPLING_DEFAULTS = {"sampling": "ras", "top_k": 25, "top_p": 0.8, "temperature": 1.0}
+USER_ERRORS = (SynthesisError, JobLimit, QueueFull, QueueTimeout, Cancelled)
 
 
-def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
-    """The UI; batch work goes to `jobs`, the same queue as /v1/batch, so it survives a closed page or a crash."""
-    engine = pipeline.engine
-    voices = list(pipeline.builtin_voices())
-    singles_dir = pipeline.settings.outputs / "single"
+def build_ui(service: Service) -> gr.Blocks:
+    """The UI; batch work goes to the service's jobs, the same queue as /v1/batch, so it survives a closed page or a crash."""
+    engine, pipeline, jobs, settings = service.engine, service.pipeline, service.jobs, service.settings
+    voices = service.voices.names()
+    singles_dir = settings.outputs / "single"
     upload_root = Path(get_upload_folder()).resolve()
 
     def require_ready() -> None:
-        if not pipeline.ready:
+        if not service.warm:
             raise gr.Error("The model is still warming up; try again in a few seconds.")
 
     def uploaded(path: str) -> Path:
@@ -52,19 +65,15 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
         return uploaded(upload) if upload else (voice or None)
 
     def options_of(seed, sampling, top_k, top_p, temperature, speed, sample_rate, use_cache, use_phoneme) -> SynthesisOptions:
-        if seed is None or not 0 <= seed <= MAX_SEED:
-            raise gr.Error(f"The seed must be a whole number from 0 to {MAX_SEED}.")
-        return SynthesisOptions(
-            seed=int(seed),
-            sampling=sampling,
-            top_k=int(top_k),
-            top_p=float(top_p),
-            temperature=float(temperature),
-            speed=float(speed),
-            sample_rate=int(sample_rate),
-            use_cache=bool(use_cache),
-            use_phoneme=bool(use_phoneme),
-        )
+        if seed is None:
+            raise gr.Error("Give a seed (a whole number).")
+        values = {"sampling": sampling, "top_k": top_k, "top_p": top_p, "temperature": temperature}
+        untouched = {name: None for name, value in values.items() if value == SAMPLING_DEFAULTS[name]}
+        raw = {**values, **untouched, "seed": seed, "speed": speed, "sample_rate": sample_rate}
+        try:
+            return check_options(engine, {**raw, "use_cache": bool(use_cache), "use_phoneme": bool(use_phoneme)})
+        except SynthesisError as error:
+            raise gr.Error(str(error)) from error
 
     def make_synthesize(live: gr.Audio | None, output: gr.Audio, timings: gr.JSON, status: gr.Markdown, normalized: gr.Textbox):
         """A callback that plays each segment on `live` as it finishes, then gives the whole file."""
@@ -74,43 +83,33 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             options = options_of(*option_values)
             request = SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options)
             started = time.perf_counter()
-            run = SynthesisRun(pipeline, request, pipeline.settings.request_timeout_s)
-            first_audio_s = None
+            run = AsyncSynthesis(pipeline, request, CancelToken(settings.request_timeout_s))
+            chunks, first_audio_s = [], None
             try:
                 while (chunk := await run.next_chunk()) is not None:
+                    chunks.append(chunk)
                     first_audio_s = first_audio_s or time.perf_counter() - started
                     update = {status: f"Speaking… segment {chunk.index + 1} of {chunk.total} ready."}
                     if live is not None:
-                        update[live] = audio_to_wav_bytes(chunk_to_stream_audio(chunk), chunk.sample_rate)
+                        update[live] = encode_audio(playable(chunk), chunk.sample_rate, "wav")
                     yield update
-            except (SynthesisError, QueueFull, QueueTimeout, TimeLimitExceeded) as error:
+            except USER_ERRORS as error:  # TimeLimitExceeded included
                 raise gr.Error(str(error)) from error
-            except OSError as error:  # an uploaded prompt that vanished or cannot be read
-                raise gr.Error(f"The prompt file could not be read ({type(error).__name__}).") from error
             finally:
                 run.cancel()
-            chunks = run.chunks
-            rate = chunks[0].sample_rate
-            audio = await asyncio.to_thread(join_chunks, chunks)
-            total_s = time.perf_counter() - started
-            duration_s = len(audio) / rate
+            result = result_of(chunks, time.perf_counter() - started, engine.name)
+            service.metrics.observe_synthesis(result.timings["total"], result.duration_s, first_audio_s)
             name = f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav"
-            path = await asyncio.to_thread(write_wav, singles_dir / name, audio, rate)
-            stage_s: dict[str, float] = {}
-            for piece in chunks:
-                for stage, seconds in piece.timings.items():
-                    stage_s[stage] = stage_s.get(stage, 0.0) + seconds
-            summary = {stage: round(seconds, 3) for stage, seconds in stage_s.items()}
-            rtf = total_s / max(duration_s, 1e-6)
-            summary.update(
-                total=round(total_s, 3), first_audio_s=round(first_audio_s, 3), audio_s=round(duration_s, 2), rtf=round(rtf, 3)
-            )
+            path = await asyncio.to_thread(write_wav, singles_dir / name, result.audio, result.sample_rate)
+            summary = {stage: round(seconds, 3) for stage, seconds in result.timings.items()}
+            summary.update(first_audio_s=round(first_audio_s, 3), audio_s=round(result.duration_s, 2), rtf=round(result.rtf, 3))
+            cut = " Text without breaks was cut at fixed lengths." if result.hard_split else ""
             yield {
                 output: str(path),
                 timings: summary,
-                status: f"Done: {duration_s:.1f} s of audio in {total_s:.2f} s (RTF {rtf:.3f}, first audio after "
-                f"{first_audio_s:.2f} s), {len(chunks)} segment(s).",
-                normalized: " ".join(c.segment.text for c in chunks),
+                status: f"Done: {result.duration_s:.1f} s of audio in {result.timings['total']:.2f} s (RTF {result.rtf:.3f}, "
+                f"first audio after {first_audio_s:.2f} s), {len(result.segments)} segment(s).{cut}",
+                normalized: result.normalized_text,
             }
 
         return synthesize
@@ -118,10 +117,10 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
     def keep_upload(path: Path) -> Path:
         """Copy an uploaded prompt into outputs/uploads (by content), where a resumed job finds it again."""
         data = path.read_bytes()
-        kept = pipeline.settings.uploads_dir / f"{hashlib.sha256(data).hexdigest()[:16]}{path.suffix.lower()}"
+        kept = settings.uploads_dir / f"{hashlib.sha256(data).hexdigest()[:16]}{path.suffix.lower()}"
         if not kept.exists():
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_bytes(data)
+            with atomic_output(kept) as handle:
+                handle.write(data)
         return kept
 
     def batch_jsonl(file, mode, upload, voice, prompt_text) -> str:
@@ -133,7 +132,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             raise gr.Error("The batch file is not UTF-8 text.") from error
         if mode == JSONL_MODE:
             return text
-        prompt = str(keep_upload(uploaded(upload))) if upload else voice or next(iter(pipeline.builtin_voices()), None)
+        prompt = str(keep_upload(uploaded(upload))) if upload else voice or next(iter(service.voices.names()), None)
         if prompt is None:
             raise gr.Error("Give a prompt voice for the utterances: upload one or choose a voice.")
         return lines_to_jsonl(text, prompt, prompt_text or "")
@@ -144,7 +143,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
         try:
             jsonl = batch_jsonl(file, mode, upload, voice, prompt_text)
             job_id = await asyncio.to_thread(jobs.submit, jsonl, options, job_name or "", strict=False)
-        except (SynthesisError, JobLimit) as error:
+        except USER_ERRORS as error:
             raise gr.Error(str(error)) from error
         except OSError as error:  # an uploaded file that vanished, or a full disk
             raise gr.Error(f"The batch could not be stored ({type(error).__name__}: {error}).") from error
@@ -217,7 +216,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             raise gr.Error(str(error)) from error
 
     def replace_dict_text() -> str:
-        path = pipeline.settings.replace_dict
+        path = settings.replace_dict
         return path.read_text(encoding="utf-8") if path.exists() else ""
 
     def validate_replace_dict(text):
@@ -232,18 +231,40 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             entries = parse_replace_dict(text)
         except ValueError as error:
             raise gr.Error(f"Not saved: {error}") from error
-        pipeline.settings.replace_dict.write_text(text.strip() + "\n", encoding="utf-8")
-        pipeline.frontend.reload_replace_dict()
-        return f"Saved {len(entries)} entries to {pipeline.settings.replace_dict.name}; in effect now."
+        with atomic_output(settings.replace_dict, "w") as handle:
+            handle.write(text.strip() + "\n")
+        service.frontend.reload_replace_dict()
+        return f"Saved {len(entries)} entries to {settings.replace_dict.name}; in effect now."
 
     def clear_caches():
-        before, after = pipeline.clear_caches()
-        return {"before": before, "after": after, "models_resident": True}
+        before, after = service.clear_caches()
+        rows = [[name, before.get(name), after.get(name)] for name in sorted(set(before) | set(after))]
+        return pd.DataFrame(rows, columns=["memory (MiB)", "before", "after"])
+
+    def status_table() -> pd.DataFrame:
+        status = service.status()
+        rows = []
+        for name, value in status.items():
+            if isinstance(value, dict):
+                rows += [[f"{name}.{key}", _cell(item)] for key, item in value.items()]
+            else:
+                rows.append([name, _cell(value)])
+        return pd.DataFrame(rows, columns=["", "value"])
+
+    def history_plot() -> pd.DataFrame:
+        points = list(service.history)
+        return pd.DataFrame(
+            {
+                "time": [datetime.fromtimestamp(t) for t, _rss, _waiting in points],
+                "RSS (MiB)": [rss for _t, rss, _waiting in points],
+                "waiting": [waiting for _t, _rss, waiting in points],
+            }
+        )
 
     with gr.Blocks(title="GLM-TTS warm WebUI") as demo:
         gr.Markdown(
-            f"## Zero-shot TTS, always warm\nEngine **{engine.name}** on **{pipeline.device}** "
-            f"({pipeline.engine_reason}). Give 3 to 10 s of a voice and any Chinese, English or mixed text."
+            f"## Zero-shot TTS, always warm\nEngine **{engine.name}** on **{service.device}** "
+            f"({service.engine_reason}). Give 3 to 10 s of a voice and any Chinese, English or mixed text."
         )
 
         voice_choices: list[gr.Dropdown] = []
@@ -252,8 +273,12 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             with gr.Row():
                 upload = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Prompt voice (upload or record)")
                 with gr.Column():
-                    voice = gr.Dropdown(
-                        voices, value=voices[0] if voices else None, label="…or a built-in or saved voice", elem_id=f"{tab}-voice"
+                    voice = gr.Dropdown(  # custom values: voices saved after the page was built (checked by the library)
+                        voices,
+                        value=voices[0] if voices else None,
+                        label="…or a built-in or saved voice",
+                        allow_custom_value=True,
+                        elem_id=f"{tab}-voice",
                     )
                     prompt_text = gr.Textbox(label="Prompt transcript (optional)", lines=2)
             voice_choices.append(voice)
@@ -275,13 +300,13 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             with gr.Accordion("Advanced settings", open=False):
                 with gr.Row():
                     seed = gr.Number(42, label="Seed", precision=0)
-                    speed = gr.Slider(0.5, 2.0, 1.0, step=0.05, label="Speed")
+                    speed = gr.Slider(*engine.speed_range, 1.0, step=0.05, label="Speed")
                     sample_rate = gr.Dropdown(list(engine.sample_rates), value=engine.sample_rates[0], label="Sample rate")
                 with gr.Row(visible=engine.samples):
-                    sampling = gr.Radio(["ras", "topk"], value="ras", label="Sampling method")
-                    top_k = gr.Slider(1, 100, 25, step=1, label="Top-k")
-                    top_p = gr.Slider(0.1, 1.0, 0.8, step=0.05, label="Top-p")
-                    temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
+                    sampling = gr.Radio(["ras", "topk"], value=SAMPLING_DEFAULTS["sampling"], label="Sampling method")
+                    top_k = gr.Slider(1, 100, SAMPLING_DEFAULTS["top_k"], step=1, label="Top-k")
+                    top_p = gr.Slider(0.1, 1.0, SAMPLING_DEFAULTS["top_p"], step=0.05, label="Top-p")
+                    temperature = gr.Slider(0.1, 2.0, SAMPLING_DEFAULTS["temperature"], step=0.05, label="Temperature")
                     use_cache = gr.Checkbox(True, label="Prompt-history cache for long text")
             return [seed, sampling, top_k, top_p, temperature, speed, sample_rate, use_cache]
 
@@ -367,7 +392,7 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
             p_status = gr.Markdown()
             p_timings = gr.JSON(visible=False)
             p_normalized = gr.Textbox(visible=False)
-            to_ph.click(to_phonemes, p_text, p_sequence)
+            to_ph.click(to_phonemes, p_text, p_sequence, api_name="to_phonemes")
             phoneme_mode = gr.Checkbox(True, visible=False)
             p_generate.click(
                 make_synthesize(p_live, p_output, p_timings, p_status, p_normalized),
@@ -386,17 +411,34 @@ def build_ui(pipeline: Pipeline, jobs: BatchJobs) -> gr.Blocks:
                 save.click(save_replace_dict, dict_text, dict_status)
 
         with gr.Tab("System"):
-            status_json = gr.JSON(label="Status", elem_id="system-status")
+            status_view = gr.Dataframe(label="Status", interactive=False, elem_id="system-status")
+            plot = gr.LinePlot(x="time", y="RSS (MiB)", title="Resident memory, last minutes", height=220, elem_id="system-memory")
+            queue_plot = gr.LinePlot(x="time", y="waiting", title="Requests waiting for the device", height=180)
             with gr.Row():
                 refresh = gr.Button("Refresh status")
                 clear = gr.Button("Clear VRAM / caches", variant="stop", elem_id="clear-vram")
-            cleared = gr.JSON(label="Memory before and after (MiB)")
-            refresh.click(lambda: pipeline.status(), None, status_json)
-            clear.click(clear_caches, None, cleared)
-            demo.load(lambda: pipeline.status(), None, status_json)
+            cleared = gr.Dataframe(label="Memory before and after (MiB)", interactive=False, elem_id="cleared")
+            system_views = [status_view, plot, queue_plot]
+
+            def system_update():
+                history = history_plot()
+                return status_table(), history, history
+
+            refresh.click(system_update, None, system_views, api_name=False)
+            clear.click(clear_caches, None, cleared, api_name="clear_caches")
+            gr.Timer(SYSTEM_REFRESH_S).tick(system_update, None, system_views, api_name=False, show_progress="hidden")
+            demo.load(system_update, None, system_views, api_name=False)
 
         def current_voices():  # voices saved through /v1/voices since the page was built
-            return [gr.Dropdown(choices=list(pipeline.builtin_voices()))] * len(voice_choices)
+            return [gr.Dropdown(choices=service.voices.names())] * len(voice_choices)
 
         demo.load(current_voices, None, voice_choices)
     return demo
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)

@@ -1,33 +1,33 @@
-"""Saved voices: a prompt analysed once, kept under outputs/voices/<id>/ and resident from the start.
+"""The voice library: every way a prompt becomes a voice the engine can speak in.
 
-On disk, per voice:
-    prompt.wav     the prompt decoded to mono at the pipeline's prompt rate (float32, cut to 30 s)
-    meta.json      name, prompt_text, created, duration_s, the engine that analysed it, content key
-    features.npz   that engine's analysis, written by a small codec without pickle (below)
+It owns the built-in voices (examples/prompt/*, transcripts beside them), the saved voices
+(outputs/voices/<id>/), the voice aliases (OpenAI's names, configs/openai_voices.json), the
+in-memory cache of analysed prompts, and the analyses kept on disk so that a restart does not
+refit them. The UI, the API, batch parsing and warm-up all resolve voices
+here, so a voice saved a second ago is usable everywhere at once.
 
-The codec turns a features object (dataclasses, numpy arrays, torch tensors, numbers, strings,
-lists, tuples, dicts) into a flat dict of arrays plus a JSON schema stored beside them, and back.
-Decoding only rebuilds dataclasses defined in FEATURE_MODULES. Features from another engine, or
-ones that no longer decode, are recomputed from prompt.wav when the voice is first used (at
-warm-up), then stored again.
+On disk, per saved voice:
+    prompt.wav     the prompt as given, decoded to mono float32 at its own rate (cut to 30 s)
+    meta.json      name, prompt_text, created, duration_s, engine and analysis version, content key
+    features.npz   that engine's analysis (glmtts.feature_codec)
+Built-in analyses live in outputs/cache/voices/<engine>-v<analysis version>/<content key>.npz.
+Start-up reads only the saved voices' meta.json; an analysis is decoded (or, for another engine
+or analysis version, computed again and stored) the first time the voice is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 import threading
 import unicodedata
 import uuid
-import zipfile
-from collections.abc import Mapping
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,13 @@ import numpy as np
 import soundfile as sf
 
 from glmtts.audio import content_key, read_prompt
-from glmtts.pipeline import PROMPT_RATE, Pipeline, SavedPrompt
+from glmtts.engine import Engine
+from glmtts.feature_codec import UNREADABLE, FeatureCodecError, load_features, save_features
+from glmtts.files import write_json
+from glmtts.frontend import TextFrontend
+from glmtts.openai_compat import VoiceAliases
+from glmtts.scheduler import INTERACTIVE, DeviceScheduler
+from glmtts.settings import Settings
 from glmtts.types import PromptVoice, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,34 +50,22 @@ _LOGGER = logging.getLogger(__name__)
 PROMPT_FILE = "prompt.wav"
 META_FILE = "meta.json"
 FEATURES_FILE = "features.npz"
+PROMPT_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 MAX_SAVED_VOICES = 200
 MAX_NAME_CHARS = 80
 MAX_PROMPT_TEXT_CHARS = 1000
+MAX_LISTED_NAMES = 12  # voice names an "unknown voice" message lists
 SLUG_CHARS = 32
-VOICE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}$")  # slug of the name + content hash
-FEATURES_FORMAT = 1
-# Modules whose dataclasses a features file may name; nothing else is ever imported on decode.
-FEATURE_MODULES = (
-    "glmtts.types",
-    "glmtts.engines.embedded.engine",
-    "glmtts.engines.embedded.voice_match",
-    "glmtts.engines.glm.engine",
-)
-_SCHEMA_KEY = "__schema__"
-_ARRAY_KINDS = "biuf"  # bool, signed, unsigned, float: everything np.load reads without pickle
-_TENSOR_VIEWS = {"bfloat16": "int16"}  # torch dtypes numpy lacks, stored bit for bit
-# What a damaged or foreign features file raises while it is read and decoded.
-_UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError, ImportError, zipfile.BadZipFile)
+VOICE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}$")  # slug of the name + hash of name and prompt
 _NEW_PREFIX, _TRASH_PREFIX = ".new-", ".trash-"  # hidden folders of a create or delete in progress
-_STATE_STORED, _STATE_COMPUTED, _STATE_PENDING = "stored", "computed", "pending"
+STORED, COMPUTED, PENDING = "stored", "computed", "pending"
 
 
-class FeatureCodecError(ValueError):
-    """A features object holds something the codec does not store, or a file does not decode."""
+class VoiceNotFound(LookupError):
+    """No voice has this id."""
 
-
-class VoiceNotFound(KeyError):
-    """No saved voice has this id."""
+    def __init__(self, voice_id: str):
+        super().__init__(f"No voice {voice_id[:80]!r}.")
 
 
 class VoiceExists(ValueError):
@@ -83,168 +77,38 @@ class VoiceExists(ValueError):
 
 
 class VoiceLimit(ValueError):
-    """The store holds MAX_SAVED_VOICES voices."""
+    """The library holds MAX_SAVED_VOICES voices."""
 
 
-# --------------------------------------------------------------------------- codec
-def features_to_arrays(features: object) -> dict[str, np.ndarray]:
-    """Flatten a features object into named arrays; the schema travels as one uint8 array."""
-    arrays: dict[str, np.ndarray] = {}
-    schema = {"format": FEATURES_FORMAT, "root": _encode(features, arrays)}
-    arrays[_SCHEMA_KEY] = np.frombuffer(json.dumps(schema, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-    return arrays
+class BuiltinVoice(PermissionError):
+    """Built-in voices cannot be deleted."""
 
 
-def arrays_to_features(arrays: Mapping[str, np.ndarray], device: str = "cpu") -> object:
-    """Rebuild what features_to_arrays stored; tensors land on `device`."""
-    if _SCHEMA_KEY not in arrays:
-        raise FeatureCodecError("no schema in the features file")
-    schema = json.loads(np.asarray(arrays[_SCHEMA_KEY], dtype=np.uint8).tobytes().decode("utf-8"))
-    if not isinstance(schema, dict) or schema.get("format") != FEATURES_FORMAT:
-        raise FeatureCodecError(f"unknown features format {schema.get('format') if isinstance(schema, dict) else schema!r}")
-    return _decode(schema["root"], arrays, device)
-
-
-def _encode(value: object, arrays: dict[str, np.ndarray]) -> object:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (np.ndarray, np.generic)):
-        array = np.asarray(value)
-        if array.dtype.kind not in _ARRAY_KINDS:
-            raise FeatureCodecError(f"cannot store arrays of dtype {array.dtype}")
-        return {"$": "ndarray", "key": _put(arrays, array), "scalar": isinstance(value, np.generic)}
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu().contiguous()
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        if dtype in _TENSOR_VIEWS:
-            tensor = tensor.view(getattr(torch, _TENSOR_VIEWS[dtype]))
-        try:
-            array = tensor.numpy()
-        except TypeError as error:
-            raise FeatureCodecError(f"cannot store tensors of dtype {dtype}") from error
-        return {"$": "tensor", "key": _put(arrays, array), "dtype": dtype}
-    if isinstance(value, (list, tuple)):
-        return {"$": type(value).__name__, "items": [_encode(item, arrays) for item in value]}
-    if isinstance(value, dict):
-        return {"$": "dict", "items": [[_encode_key(key), _encode(item, arrays)] for key, item in value.items()]}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        cls = type(value)
-        if cls.__module__ not in FEATURE_MODULES:
-            raise FeatureCodecError(f"{cls.__module__}.{cls.__qualname__} is not in an allowed features module")
-        fields = {field.name: _encode(getattr(value, field.name), arrays) for field in dataclasses.fields(value)}
-        return {"$": "dataclass", "type": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
-    raise FeatureCodecError(f"cannot store a {type(value).__module__}.{type(value).__qualname__}")
-
-
-def _encode_key(key: object) -> object:
-    if key is None or isinstance(key, (bool, int, float, str)):
-        return key
-    if isinstance(key, tuple):
-        return {"$": "tuple", "items": [_encode_key(item) for item in key]}
-    raise FeatureCodecError(f"cannot store a dict key of type {type(key).__name__}")
-
-
-def _put(arrays: dict[str, np.ndarray], array: np.ndarray) -> str:
-    key = f"a{len(arrays)}"
-    arrays[key] = array
-    return key
-
-
-def _decode(node: object, arrays: Mapping[str, np.ndarray], device: str) -> object:
-    if node is None or isinstance(node, (bool, int, float, str)):
-        return node
-    if not isinstance(node, dict):
-        raise FeatureCodecError(f"unexpected schema node {node!r:.60}")
-    kind = node.get("$")
-    if kind == "ndarray":
-        array = _array(arrays, node["key"])
-        return array[()] if node.get("scalar") else array
-    if kind == "tensor":
-        return _tensor(_array(arrays, node["key"]), str(node["dtype"]), device)
-    if kind in ("list", "tuple"):
-        items = [_decode(item, arrays, device) for item in node["items"]]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {_hashable(_decode(key, arrays, device)): _decode(item, arrays, device) for key, item in node["items"]}
-    if kind == "dataclass":
-        return _dataclass(str(node["type"]), {name: _decode(item, arrays, device) for name, item in node["fields"].items()})
-    raise FeatureCodecError(f"unknown schema node type {kind!r}")
-
-
-def _array(arrays: Mapping[str, np.ndarray], key: object) -> np.ndarray:
-    if not isinstance(key, str) or key == _SCHEMA_KEY or key not in arrays:
-        raise FeatureCodecError(f"missing array {key!r}")
-    return np.asarray(arrays[key])
-
-
-def _hashable(key: object) -> object:
-    if isinstance(key, (list, dict)):
-        raise FeatureCodecError("a dict key must be a number, a string or a tuple")
-    return key
-
-
-def _tensor(array: np.ndarray, dtype: str, device: str) -> object:
-    import torch
-
-    tensor = torch.from_numpy(np.array(array, copy=True))
-    if dtype in _TENSOR_VIEWS:
-        tensor = tensor.view(getattr(torch, dtype))
-    elif str(tensor.dtype).removeprefix("torch.") != dtype:
-        raise FeatureCodecError(f"tensor stored as {tensor.dtype}, schema says {dtype}")
-    return tensor.to(device)
-
-
-def _dataclass(qualified: str, values: dict[str, object]) -> object:
-    module_name, _, name = qualified.partition(":")
-    if module_name not in FEATURE_MODULES or not name.isidentifier():
-        raise FeatureCodecError(f"{qualified!r} is not an allowed features class")
-    cls = getattr(importlib.import_module(module_name), name, None)
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise FeatureCodecError(f"{qualified!r} is not a dataclass")
-    fields = dataclasses.fields(cls)
-    if {field.name for field in fields} != set(values):
-        raise FeatureCodecError(f"{qualified} fields changed: stored {sorted(values)}")
-    instance = cls(**{field.name: values[field.name] for field in fields if field.init})
-    for field in fields:
-        if not field.init:
-            object.__setattr__(instance, field.name, values[field.name])
-    return instance
-
-
-def save_features(path: Path, features: object) -> None:
-    """Write a features file atomically (a temporary file, synced, then renamed)."""
-    arrays = features_to_arrays(features)
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
-def load_features(path: Path, device: str = "cpu") -> object:
-    with np.load(path, allow_pickle=False) as stored:
-        return arrays_to_features({name: stored[name] for name in stored.files}, device)
-
-
-# --------------------------------------------------------------------------- store
 @dataclass
 class VoiceInfo:
-    """A saved voice as the API shows it. `features`: stored (decoded from disk at start),
-    computed (analysed in this process), pending (analysed at its first use)."""
+    """A voice as the API shows it. `features` of a saved voice: stored (decoded from disk),
+    computed (analysed in this process), pending (analysed or decoded at its first use)."""
 
     id: str
     name: str
     prompt_text: str
-    created: str  # ISO 8601, UTC
+    created: str  # ISO 8601, UTC ("" for built-ins)
     duration_s: float
     engine: str  # the engine whose analysis is stored
-    features: str = _STATE_PENDING
+    analysis_version: str = ""
+    features: str = PENDING
     builtin: bool = False
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class _SavedVoice:
+    info: VoiceInfo
+    folder: Path
+    key: str
+    voice: PromptVoice | None = None
 
 
 def voice_slug(name: str) -> str:
@@ -253,45 +117,60 @@ def voice_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_name).strip("-")[:SLUG_CHARS].strip("-") or "voice"
 
 
-class VoiceStore:
-    """Creates, lists and deletes saved voices on disk and keeps the pipeline's registry in step."""
+def voice_id(name: str, key: str) -> str:
+    """The id of a saved voice: its name's slug plus a hash of the whole name and the prompt's content."""
+    digest = hashlib.sha256(name.encode("utf-8") + b"\0" + key.encode("ascii")).hexdigest()
+    return f"{voice_slug(name)}-{digest[:8]}"
 
-    def __init__(self, root: Path, pipeline: Pipeline):
-        self.root = root
-        self.pipeline = pipeline
-        self._infos: dict[str, VoiceInfo] = {}
-        self._lock = threading.Lock()
-        self._loaded = False
+
+class VoiceLibrary:
+    """Resolves prompts (voice names, files, uploads) to analysed voices; saves, lists and deletes voices."""
+
+    def __init__(self, settings: Settings, engine: Engine, frontend: TextFrontend, scheduler: DeviceScheduler, device: str):
+        self.root = settings.voices_dir
+        self.builtin_dir = settings.examples / "prompt"
+        self.engine = engine
+        self.frontend = frontend
+        self.scheduler = scheduler
+        self.device = device
+        self.cache_size = settings.voice_cache_size
+        self._aliases_path = settings.voice_aliases
+        self.aliases = VoiceAliases()
+        self._analyses = settings.cache_dir / "voices"
+        self._builtin: dict[str, Path] = {}
+        self._saved: dict[str, _SavedVoice] = {}
+        self._recent: OrderedDict[str, PromptVoice] = OrderedDict()  # content key -> voice, least recent first
+        self._lock = threading.RLock()
 
     # ----------------------------------------------------------------- start
-    def load_all(self) -> list[VoiceInfo]:
-        """Register every saved voice with the pipeline, its stored analysis decoded (once per process).
-
-        Voices whose features cannot be used are registered without them; the pipeline analyses
-        them at warm-up (or first use) and this store writes the result back.
-        """
+    def load(self) -> None:
+        """Find the built-in voices and read the saved voices' meta.json (analyses wait for first use)."""
+        if self.builtin_dir.is_dir():
+            self._builtin = {
+                path.stem: path
+                for path in sorted(self.builtin_dir.iterdir())
+                if path.is_file() and path.suffix.lower() in PROMPT_EXTENSIONS
+            }
+        self.root.mkdir(parents=True, exist_ok=True)
+        for prefix in (_NEW_PREFIX, _TRASH_PREFIX):  # a create or delete cut short by a crash
+            for leftover in self.root.glob(f"{prefix}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
         with self._lock:
-            if self._loaded:
-                return list(self._infos.values())
-            self._loaded = True
-            self.root.mkdir(parents=True, exist_ok=True)
-            for prefix in (_NEW_PREFIX, _TRASH_PREFIX):  # a create or delete cut short by a crash
-                for leftover in self.root.glob(f"{prefix}*"):
-                    shutil.rmtree(leftover, ignore_errors=True)
             for folder in sorted(self.root.iterdir()):
                 if folder.is_dir() and VOICE_ID.match(folder.name):
                     try:
-                        self._load_one(folder)
+                        self._saved[folder.name] = self._read_saved(folder)
                     except (OSError, ValueError, KeyError, TypeError) as error:  # a damaged folder must not stop the service
                         _LOGGER.warning("Saved voice %s skipped: %s: %s", folder.name, type(error).__name__, error)
-            infos = list(self._infos.values())
-        stored = sum(info.features == _STATE_STORED for info in infos)
-        _LOGGER.info(
-            "Saved voices: %d loaded from stored features, %d to analyse from their prompts", stored, len(infos) - stored
-        )
-        return infos
+        self.aliases = VoiceAliases.load(self._aliases_path, self.names())
+        _LOGGER.info("Voices: %d built-in, %d saved", len(self._builtin), len(self._saved))
 
-    def _load_one(self, folder: Path) -> None:
+    def warm(self) -> None:
+        """Analyse every built-in voice, from the analyses on disk where they fit the engine."""
+        for name in self._builtin:
+            self.resolve(name)
+
+    def _read_saved(self, folder: Path) -> _SavedVoice:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         info = VoiceInfo(
             id=folder.name,
@@ -300,112 +179,219 @@ class VoiceStore:
             created=str(meta["created"]),
             duration_s=float(meta["duration_s"]),
             engine=str(meta["engine"]),
+            analysis_version=str(meta.get("analysis_version", "1")),
         )
-        voice = None
-        if info.engine != self.pipeline.engine.name:
-            _LOGGER.info(
-                "Saved voice %s was analysed by %s; analysing it again for %s", info.id, info.engine, self.pipeline.engine.name
-            )
-        else:
-            try:
-                features = load_features(folder / FEATURES_FILE, self.pipeline.device)
-                voice = PromptVoice(str(meta["key"]), info.prompt_text, features, info.duration_s)
-                info.features = _STATE_STORED
-            except _UNREADABLE as error:
-                _LOGGER.warning(
-                    "Saved voice %s: stored features unusable (%s: %s); analysing it again", info.id, type(error).__name__, error
-                )
-        self._infos[info.id] = info
-        self.pipeline.register_saved_voice(
-            info.id, SavedPrompt(folder / PROMPT_FILE, info.prompt_text, voice, functools.partial(self._store_analysis, info.id))
-        )
+        return _SavedVoice(info, folder, str(meta["key"]))
 
-    def _store_analysis(self, voice_id: str, voice: PromptVoice) -> None:
-        """Called by the pipeline after it analysed a saved voice: keep the result for the next start."""
-        info = self._infos.get(voice_id)
-        folder = self.root / voice_id
-        if info is None or not folder.is_dir():
-            return
-        info.features, info.engine = _STATE_COMPUTED, self.pipeline.engine.name
+    # ----------------------------------------------------------------- lookups
+    def names(self) -> list[str]:
+        """Every voice a request may name: the built-in ones, then the saved ones by id."""
+        with self._lock:
+            return [*self._builtin, *self._saved]
+
+    def known_names(self) -> list[str]:
+        """Every name a request may give: the voices and their aliases."""
+        return [*self.names(), *self.aliases.mapping]
+
+    def describe(self) -> list[VoiceInfo]:
+        """The built-in voices, then the saved ones (oldest first)."""
+        with self._lock:
+            saved = sorted((entry.info for entry in self._saved.values()), key=lambda info: (info.created, info.id))
+        return [self._builtin_info(name) for name in self._builtin] + saved
+
+    def get(self, name: str) -> VoiceInfo:
+        with self._lock:
+            if name in self._builtin:
+                return self._builtin_info(name)
+            if name in self._saved:
+                return self._saved[name].info
+        raise VoiceNotFound(name)
+
+    def _builtin_info(self, name: str) -> VoiceInfo:
+        path = self._builtin[name]
+        return VoiceInfo(name, name, _transcript(path), "", 0.0, self.engine.name, self.engine.analysis_version, STORED, True)
+
+    def resolve(self, prompt: str | Path | bytes | None = None, prompt_text: str = "", priority: int = INTERACTIVE) -> PromptVoice:
+        """A voice name (built-in, saved id or saved name), a checked file path, raw audio bytes, or
+        None for the default voice -> the analysed voice. Raises SynthesisError for unusable prompts."""
+        if prompt is None:
+            if not self._builtin:
+                raise SynthesisError("Give a prompt voice: no built-in voice is installed.")
+            prompt = next(iter(self._builtin))
+        if isinstance(prompt, str):
+            prompt = self.aliases.resolve(prompt, self.names())
+            saved = self._find_saved(prompt)
+            if saved is not None:
+                return self._saved_voice(saved, priority)
+            if prompt not in self._builtin:
+                raise SynthesisError(self.unknown_voice_message(prompt))
+            prompt = self._builtin[prompt]
+            prompt_text = prompt_text.strip() or _transcript(prompt)
+            return self._prompt_voice(prompt, prompt_text, priority, persist=True)
+        return self._prompt_voice(prompt, prompt_text.strip(), priority, persist=False)
+
+    def unknown_voice_message(self, name: str) -> str:
+        names = self.names()
+        listed = ", ".join(names[:MAX_LISTED_NAMES]) + (f" and {len(names) - MAX_LISTED_NAMES} more" if len(names) > MAX_LISTED_NAMES else "")
+        shown = name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "…"
+        return f"There is no voice {shown!r}; voices: {listed or 'none'}."
+
+    def _find_saved(self, name: str) -> _SavedVoice | None:
+        with self._lock:
+            if name in self._saved:
+                return self._saved[name]
+            named = [entry for entry in self._saved.values() if entry.info.name == name]
+            return named[0] if len(named) == 1 else None
+
+    # ----------------------------------------------------------------- analysis
+    def _analyse(self, audio: np.ndarray, rate: int, prompt_text: str, key: str, priority: int) -> PromptVoice:
+        """Engine analysis on the device; the transcript is normalized the way target text is."""
         try:
-            save_features(folder / FEATURES_FILE, voice.features)
-            self._write_meta(folder, info, voice.key)
-        except (OSError, FeatureCodecError) as error:
-            _LOGGER.warning("Saved voice %s: analysis kept in memory only (%s)", voice_id, error)
+            segments = self.frontend.text_to_segments(prompt_text) if prompt_text else []
+        except SynthesisError:  # nothing speakable in the transcript: treat it as absent
+            segments = []
+        with self.scheduler.slot(priority):
+            return self.engine.prepare_voice(audio, rate, " ".join(s.text for s in segments), key)
 
-    # ----------------------------------------------------------------- operations
+    def _prompt_voice(self, prompt: Path | bytes, prompt_text: str, priority: int, persist: bool) -> PromptVoice:
+        """A prompt file or upload: from the in-memory cache, the analyses on disk (`persist`), or analysed now."""
+        try:
+            audio, rate = read_prompt(prompt)
+        except OSError as error:
+            raise SynthesisError(f"The prompt file could not be read ({type(error).__name__}).") from error
+        key = content_key(audio, prompt_text)
+        with self._lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
+        stored = self._analyses / f"{self.engine.name}-v{self.engine.analysis_version}" / f"{key}.npz"
+        voice = self._load_analysis(stored) if persist else None
+        if voice is None:  # two requests with the same new prompt may both analyse it; the results are equal
+            voice = self._analyse(audio, rate, prompt_text, key, priority)
+            if persist:
+                self._store_analysis(stored, voice)
+        with self._lock:
+            self._recent[key] = voice
+            while len(self._recent) > self.cache_size:
+                self._recent.popitem(last=False)
+        return voice
+
+    def _saved_voice(self, saved: _SavedVoice, priority: int) -> PromptVoice:
+        if saved.voice is not None:
+            return saved.voice
+        info = saved.info
+        voice = None
+        if (info.engine, info.analysis_version) == (self.engine.name, self.engine.analysis_version):
+            try:
+                voice = PromptVoice(saved.key, info.prompt_text, load_features(saved.folder / FEATURES_FILE, self.device), info.duration_s)
+                info.features = STORED
+            except UNREADABLE as error:
+                _LOGGER.warning("Saved voice %s: stored analysis unusable (%s); analysing it again", info.id, error)
+        if voice is None:
+            audio, rate = read_prompt(saved.folder / PROMPT_FILE)
+            voice = self._analyse(audio, rate, info.prompt_text, saved.key, priority)
+            info.features, info.engine, info.analysis_version = COMPUTED, self.engine.name, self.engine.analysis_version
+            try:
+                save_features(saved.folder / FEATURES_FILE, voice.features)
+                _write_meta(saved.folder, info, saved.key)
+            except (OSError, FeatureCodecError) as error:
+                _LOGGER.warning("Saved voice %s: analysis kept in memory only (%s)", info.id, error)
+        with self._lock:
+            saved.voice = saved.voice or voice
+        return saved.voice
+
+    def _load_analysis(self, path: Path) -> PromptVoice | None:
+        if not path.is_file():
+            return None
+        try:
+            voice = load_features(path, self.device)
+        except UNREADABLE as error:
+            _LOGGER.warning("Stored analysis %s unusable (%s); analysing again", path.name, error)
+            return None
+        return voice if isinstance(voice, PromptVoice) else None
+
+    @staticmethod
+    def _store_analysis(path: Path, voice: PromptVoice) -> None:
+        try:
+            save_features(path, voice)
+        except (OSError, FeatureCodecError) as error:
+            _LOGGER.warning("Analysis of %s kept in memory only (%s)", voice.key[:8], error)
+
+    def clear_cache(self) -> None:
+        """Forget analysed uploads (built-ins come back from disk; saved voices stay resident)."""
+        with self._lock:
+            self._recent.clear()
+
+    @property
+    def cached(self) -> int:
+        return len(self._recent)
+
+    @property
+    def saved_count(self) -> int:
+        return len(self._saved)
+
+    # ----------------------------------------------------------------- saved voices
     def create(self, audio: bytes, prompt_text: str, name: str) -> VoiceInfo:
         """Check and analyse a prompt, then save it; raises SynthesisError for unusable input."""
         name, prompt_text = " ".join(name.split()), prompt_text.strip()
         if len(name) > MAX_NAME_CHARS:
             raise SynthesisError(f"The voice name has {len(name)} characters; the limit is {MAX_NAME_CHARS}.")
+        if any(unicodedata.category(c) == "Cc" for c in name + prompt_text.replace("\n", " ")):
+            raise SynthesisError("The voice name and prompt text must not hold control characters.")
         if len(prompt_text) > MAX_PROMPT_TEXT_CHARS:
             raise SynthesisError(f"The prompt text has {len(prompt_text)} characters; the limit is {MAX_PROMPT_TEXT_CHARS}.")
-        samples, rate = read_prompt(audio, PROMPT_RATE)  # [samples] float32 at PROMPT_RATE
+        samples, rate = read_prompt(audio)  # [samples] float32 at the file's rate
         key = content_key(samples, prompt_text)
-        voice_id = f"{voice_slug(name)}-{key[:8]}"
-        self._check_free(voice_id)
-        voice = self.pipeline.prepare_prompt(samples, rate, prompt_text)
+        new_id = voice_id(name, key)
+        self._check_free(new_id)
+        voice = self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
         info = VoiceInfo(
-            id=voice_id,
-            name=name or voice_id,
+            id=new_id,
+            name=name or new_id,
             prompt_text=prompt_text,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             duration_s=round(len(samples) / rate, 3),
-            engine=self.pipeline.engine.name,
-            features=_STATE_COMPUTED,
+            engine=self.engine.name,
+            analysis_version=self.engine.analysis_version,
+            features=COMPUTED,
         )
         with self._lock:
-            self._check_free(voice_id)
-            folder = self._write_new(info, samples, rate, voice)
-            self._infos[voice_id] = info
-            self.pipeline.register_saved_voice(
-                voice_id, SavedPrompt(folder / PROMPT_FILE, prompt_text, voice, functools.partial(self._store_analysis, voice_id))
-            )
-        _LOGGER.info("Saved voice %s (%.1f s prompt)", voice_id, info.duration_s)
+            self._check_free(new_id)
+            folder = self._write_new(info, key, samples, rate, voice)
+            self._saved[new_id] = _SavedVoice(info, folder, key, voice)
+        _LOGGER.info("Saved voice %s (%.1f s prompt)", new_id, info.duration_s)
         return info
 
-    def list(self) -> list[VoiceInfo]:
+    def delete(self, name: str) -> None:
         with self._lock:
-            return sorted(self._infos.values(), key=lambda info: (info.created, info.id))
-
-    def get(self, voice_id: str) -> VoiceInfo:
-        with self._lock:
-            if voice_id not in self._infos:
-                raise VoiceNotFound(voice_id)
-            return self._infos[voice_id]
-
-    def delete(self, voice_id: str) -> None:
-        with self._lock:
-            if voice_id not in self._infos:
-                raise VoiceNotFound(voice_id)
-            del self._infos[voice_id]
-            self.pipeline.unregister_saved_voice(voice_id)
-            trash = self.root / f"{_TRASH_PREFIX}{voice_id}-{uuid.uuid4().hex[:8]}"
-            os.replace(self.root / voice_id, trash)  # gone from the store at once, even if removal is cut short
+            if name in self._builtin:
+                raise BuiltinVoice(f"{name!r} is a built-in voice and cannot be deleted.")
+            if name not in self._saved:
+                raise VoiceNotFound(name)
+            del self._saved[name]
+            trash = self.root / f"{_TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(self.root / name, trash)  # gone from the library at once, even if removal is cut short
         shutil.rmtree(trash, ignore_errors=True)
-        _LOGGER.info("Deleted saved voice %s", voice_id)
+        _LOGGER.info("Deleted saved voice %s", name)
 
-    # ----------------------------------------------------------------- files
-    def _check_free(self, voice_id: str) -> None:
-        if voice_id in self._infos:
-            raise VoiceExists(voice_id)
-        if len(self._infos) >= MAX_SAVED_VOICES:
+    def _check_free(self, new_id: str) -> None:
+        if new_id in self._saved:
+            raise VoiceExists(new_id)
+        if len(self._saved) >= MAX_SAVED_VOICES:
             raise VoiceLimit(f"{MAX_SAVED_VOICES} voices are saved already; delete one first.")
 
-    def _write_new(self, info: VoiceInfo, samples: np.ndarray, rate: int, voice: PromptVoice) -> Path:
+    def _write_new(self, info: VoiceInfo, key: str, samples: np.ndarray, rate: int, voice: PromptVoice) -> Path:
         """Write the voice into a hidden folder, then rename it into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
         partial = self.root / f"{_NEW_PREFIX}{info.id}-{uuid.uuid4().hex[:8]}"
-        partial.mkdir()
+        partial.mkdir(parents=True)
         try:
             sf.write(partial / PROMPT_FILE, samples, rate, subtype="FLOAT")
             try:
                 save_features(partial / FEATURES_FILE, voice.features)
-            except FeatureCodecError as error:  # still usable: analysed again at the next start
-                _LOGGER.warning("Saved voice %s: features not stored (%s)", info.id, error)
+            except FeatureCodecError as error:  # still usable: analysed again at its first use after a restart
+                _LOGGER.warning("Saved voice %s: analysis not stored (%s)", info.id, error)
                 info.engine = ""
-            self._write_meta(partial, info, voice.key)
+            _write_meta(partial, info, key)
             folder = self.root / info.id
             os.replace(partial, folder)
         except BaseException:
@@ -413,20 +399,21 @@ class VoiceStore:
             raise
         return folder
 
-    @staticmethod
-    def _write_meta(folder: Path, info: VoiceInfo, key: str) -> None:
-        meta = {
-            "name": info.name,
-            "prompt_text": info.prompt_text,
-            "created": info.created,
-            "duration_s": info.duration_s,
-            "engine": info.engine,
-            "key": key,
-            "features_format": FEATURES_FORMAT,
-        }
-        partial = folder / f".{META_FILE}.partial"
-        with partial.open("w", encoding="utf-8") as handle:
-            json.dump(meta, handle, ensure_ascii=False, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, folder / META_FILE)
+
+def _transcript(path: Path) -> str:
+    """A built-in voice's transcript, shipped beside it as <name>.txt."""
+    transcript = path.with_suffix(".txt")
+    return transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
+
+
+def _write_meta(folder: Path, info: VoiceInfo, key: str) -> None:
+    meta = {
+        "name": info.name,
+        "prompt_text": info.prompt_text,
+        "created": info.created,
+        "duration_s": info.duration_s,
+        "engine": info.engine,
+        "analysis_version": info.analysis_version,
+        "key": key,
+    }
+    write_json(folder / META_FILE, meta)

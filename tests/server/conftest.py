@@ -34,7 +34,8 @@ def free_port() -> int:
 
 
 def speak(url: str, text: str, **extra) -> httpx.Response:
-    return httpx.post(f"{url}/v1/audio/speech", json={"input": text, **extra}, timeout=300)
+    """POST /v1/audio/speech; wav unless `response_format` says otherwise (the API's default is mp3, as OpenAI's)."""
+    return httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav", **extra}, timeout=300)
 
 
 @contextmanager

@@ -41,9 +41,15 @@ def page(app_server, tmp_path_factory):
             accept_downloads=True,
         )
         page = browser.new_page()
-        page.goto(app_server.url, wait_until="networkidle")
+        open_page(page, app_server.url)
         yield page
         browser.close()
+
+
+def open_page(page, url: str) -> None:
+    """Load the UI and wait for its first text box (never for network idle: the page polls)."""
+    page.goto(url)
+    page.locator("#single-text textarea").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
 
 
 def fetch(app_server, href: str) -> bytes:
@@ -92,7 +98,7 @@ def test_batch_runs_to_a_zip(page, app_server, tmp_path):
     link.wait_for(timeout=UI_TIMEOUT_MS)
     archive = zipfile.ZipFile(io.BytesIO(fetch(app_server, link.get_attribute("href"))))
     names = sorted(name.split("/")[-1] for name in archive.namelist())
-    assert names == ["en.wav", "input.jsonl", "job.json", "manifest.jsonl", "zh.wav"]
+    assert names == ["en.wav", "manifest.jsonl", "zh.wav"]
     manifest = [
         json.loads(x) for x in archive.read(next(n for n in archive.namelist() if n.endswith("manifest.jsonl"))).splitlines()
     ]
@@ -107,9 +113,20 @@ def test_a_voice_saved_over_http_is_offered_after_a_reload(page, app_server):
     assert created.status_code == 201, created.text
     voice_id = created.json()["id"]
     try:
-        page.reload(wait_until="networkidle")
+        page.reload()
+        page.locator("#single-text textarea").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
         page.get_by_role("tab", name="Single").click()
         page.locator("#single-voice input").click()
         page.get_by_role("option", name=voice_id).wait_for(timeout=UI_TIMEOUT_MS)
     finally:
         httpx.delete(f"{app_server.url}/v1/voices/{voice_id}", timeout=60)
+
+
+def test_the_system_tab_shows_a_status_table_and_clears_caches(page):
+    page.get_by_role("tab", name="System").click()
+    status = page.locator("#system-status")
+    status.get_by_text("rss_mib").first.wait_for(timeout=UI_TIMEOUT_MS)
+    status.get_by_text("engine_reason").first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.locator("#system-memory").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    page.locator("#clear-vram").click()
+    page.locator("#cleared").get_by_text("rss_mib").first.wait_for(timeout=UI_TIMEOUT_MS)

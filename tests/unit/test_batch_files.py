@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from glmtts.audio import crossfade_join, read_prompt
-from glmtts.batch import confine_path, lines_to_jsonl, parse_jsonl, safe_name
+from glmtts.batch import confine_path, lines_to_jsonl, parse_jsonl, safe_name, uttid_collisions
 from glmtts.settings import PROJECT_ROOT, Settings
 from glmtts.types import SynthesisError
 
@@ -38,6 +38,11 @@ def test_valid_lines_resolve_inside_examples():
         (line(prompt_speech="/etc/passwd"), "outside the allowed folders"),
         (line(prompt_speech="examples/prompt/../../app.py"), "outside the allowed folders"),
         (line(prompt_speech="examples/prompt/missing.wav"), "does not exist"),
+        (line(prompt_speech="examples/prompt/a\u0000.wav"), "not a usable path"),
+        (line(prompt_speech="x" * 5000), "not a usable path"),
+        (line(prompt_speech="examples/" + "y" * 300 + ".wav"), "not a usable path"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ('{"uttid": ' * 5000 + "1" + "}" * 5000, "nested too deeply"),
     ],
 )
 def test_bad_lines_are_kept_with_their_error(text, message):
@@ -54,12 +59,21 @@ def test_symlink_out_of_allowed_folder_is_refused(tmp_path):
         confine_path(str(allowed / "escape.wav"), [allowed])
 
 
-def test_duplicate_and_unsafe_uttids_become_distinct_file_names():
-    items = parse_jsonl("\n".join([line(uttid="../x"), line(uttid="../x"), line(uttid="")]), ALLOWED)
-    names = [i.uttid for i in items]
-    assert names == ["x", "x_1", "line3"]
-    assert all("/" not in n for n in names)
+def test_unsafe_uttids_become_safe_file_names():
+    items = parse_jsonl("\n".join([line(uttid="../x"), line(uttid="")]), ALLOWED)
+    assert [i.uttid for i in items] == ["x", "line2"]
     assert safe_name("..", "fallback") == "fallback"
+    assert uttid_collisions(items) == []
+
+
+@pytest.mark.parametrize(
+    ("uttids", "lines"),
+    [(["a_1", "a", "a"], "lines 2, 3"), (["../x", "x"], "lines 1, 2"), (["A", "b", "a"], "lines 1, 3"), (["语音", "语音"], "lines 1, 2")],
+)
+def test_colliding_uttids_are_named_with_their_lines(uttids, lines):
+    items = parse_jsonl("\n".join(line(uttid=u) for u in uttids), ALLOWED)
+    [message] = uttid_collisions(items)
+    assert message.startswith(lines) and "own uttid" in message
 
 
 def test_empty_and_oversized_files_are_refused():
@@ -110,9 +124,29 @@ def test_bad_prompts_get_clear_errors(tmp_path, make, message):
 def test_long_stereo_prompt_is_cut_and_mixed_down(tmp_path):
     rng = np.random.default_rng(0)
     stereo = (0.1 * rng.standard_normal((96000 * 40, 2))).astype(np.float32)
-    audio, rate = read_prompt(write(tmp_path / "long.wav", stereo, 96000), 16000)
-    assert rate == 16000 and audio.ndim == 1
-    assert len(audio) == pytest.approx(16000 * 30, abs=16)
+    audio, rate = read_prompt(write(tmp_path / "long.wav", stereo, 96000))
+    assert rate == 96000 and audio.ndim == 1 and len(audio) == 96000 * 30
+
+
+def test_a_long_prompt_is_decoded_only_as_far_as_it_is_used(tmp_path):
+    """Two hours of silence after a few seconds of speech: only the first 30 s are ever decoded."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    rate = 8000
+    path = tmp_path / "long.flac"
+    with sf.SoundFile(path, "w", rate, 1, format="FLAC") as sound:
+        sound.write((0.2 * np.sin(np.arange(rate * 5) * 0.05)).astype(np.float32))
+        silence = np.zeros(rate * 60, dtype=np.float32)
+        for _ in range(120):
+            sound.write(silence)
+    tracemalloc.start()
+    audio, got_rate = read_prompt(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert got_rate == rate and len(audio) == rate * 30
+    assert peak < 20 * rate * 30 * 4  # a few copies of 30 s, not two hours (230 MB as float32)
 
 
 def test_crossfade_join_keeps_length_minus_overlaps():
@@ -120,5 +154,4 @@ def test_crossfade_join_keeps_length_minus_overlaps():
     joined = crossfade_join(pieces, 10000)
     assert len(joined) == 1500 - 300
     assert np.max(np.abs(joined)) <= np.sqrt(2) + 1e-6
-    paused = crossfade_join(pieces, 10000, pause_s=0.1)
-    assert len(paused) == 1500 + 1000 and not paused[1000:2000].any()
+

@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from glmtts.security import RateLimiter, SecurityMiddleware, gradio_auth, parse_api_keys, presented_key, warn_if_exposed
+from glmtts.http.security import RateLimiter, SecurityMiddleware, gradio_auth, parse_api_keys, presented_key, warn_if_exposed
 from glmtts.settings import Settings
 
 
@@ -168,7 +168,7 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed():
 
 
 def test_listening_beyond_loopback_without_a_key_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="glmtts.security"):
+    with caplog.at_level(logging.WARNING, logger="glmtts.http.security"):
         warn_if_exposed(Settings(host="127.0.0.1"))
         warn_if_exposed(Settings(host="0.0.0.0", api_key="k"))
         assert not caplog.records

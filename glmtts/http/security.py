@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from glmtts.http.errors import error_body
 from glmtts.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+WARMUP_HEADER = "x-glmtts-warmup"  # the app's own warm-up requests: neither keyed nor rate limited
 API_PREFIX = "/v1/"
 UI_LIMITED_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/login")
 MAX_TRACKED_CLIENTS = 10_000  # buckets kept before idle (full) ones are dropped
@@ -126,8 +128,11 @@ class BodyTooLarge(HTTPException):
 class SecurityMiddleware:
     """API key, rate limit and body size checks for every HTTP request (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, app: ASGIApp, settings: Settings, warmup_token: str = "", clock: Callable[[], float] = time.monotonic
+    ):
         self.app = app
+        self.warmup_token = warmup_token.encode("latin-1")
         self.keys = parse_api_keys(settings.api_key)
         self.limiter = RateLimiter(settings.rate_limit, clock) if settings.rate_limit > 0 else None
         self.max_body_bytes = settings.max_body_bytes
@@ -138,7 +143,8 @@ class SecurityMiddleware:
             return
         path: str = scope["path"]
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        if path in OPEN_PATHS:
+        warmup = bool(self.warmup_token) and hmac.compare_digest(headers.get(WARMUP_HEADER, "").encode("latin-1"), self.warmup_token)
+        if path in OPEN_PATHS or warmup:
             await self.app(scope, receive, send)
             return
         is_api = path.startswith(API_PREFIX)
@@ -195,7 +201,7 @@ class SecurityMiddleware:
 
 
 async def _send_error(send: Send, status: int, detail: str, headers: dict[str, str]) -> None:
-    body = json.dumps({"detail": detail}).encode("utf-8")
+    body = json.dumps(error_body(status, detail)).encode("utf-8")
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -1,0 +1,35 @@
+"""The HTTP API, by resource: speech, voices, batch, and the system routes (health, ready, status, metrics).
+
+`create_api(service)` builds the FastAPI app that the UI is mounted on; every route reaches the
+service object it is given and nothing else. Errors go through one table (errors.py).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from glmtts.http.batch import batch_router
+from glmtts.http.errors import NotReady, install_error_handlers
+from glmtts.http.speech import speech_router
+from glmtts.http.system import system_router
+from glmtts.http.voices import voices_router
+from glmtts.metrics import MetricsMiddleware
+from glmtts.http.security import SecurityMiddleware
+from glmtts.service import Service
+
+
+def create_api(service: Service) -> FastAPI:
+    api = FastAPI(title="GLM-TTS warm WebUI", docs_url="/docs", redoc_url=None)
+    api.add_middleware(SecurityMiddleware, settings=service.settings, warmup_token=service.warmup_token)
+    api.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: sees the security middleware's answers too
+    install_error_handlers(api)
+
+    def require_warm() -> None:
+        if not service.warm:
+            raise NotReady()
+
+    api.include_router(system_router(service))
+    api.include_router(speech_router(service, require_warm))
+    api.include_router(voices_router(service, require_warm))
+    api.include_router(batch_router(service, require_warm))
+    return api

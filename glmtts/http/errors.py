@@ -1,0 +1,99 @@
+"""One error table for every route: which exception is which status, and one body shape.
+
+Bodies carry the message twice: `detail` (FastAPI's shape, which our clients read) and `error`
+(OpenAI's shape, which the OpenAI SDKs read): {"detail": msg, "error": {"message", "type", "param", "code"}}.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from glmtts.openai_compat import openai_error, validation_error
+from glmtts.jobs import BatchTooLarge, JobLimit, JobNotFound, JobStateError
+from glmtts.options import OptionError
+from glmtts.scheduler import QueueFull, QueueTimeout
+from glmtts.types import Cancelled, SynthesisError, TimeLimitExceeded
+from glmtts.voices import BuiltinVoice, VoiceExists, VoiceLimit, VoiceNotFound
+
+_LOGGER = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+JOB_LIMIT_RETRY_S = 60
+CLIENT_CLOSED = 499  # nginx's code for a request whose client went away (only ever logged)
+
+
+class NotReady(RuntimeError):
+    """The service is still loading or warming up."""
+
+    def __init__(self) -> None:
+        super().__init__("The model is still warming up; retry in a few seconds.")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    status: int
+    retry_after_s: int | None = None
+
+
+# Most specific first: the first class an error is an instance of decides.
+ERROR_TABLE: list[tuple[type[BaseException], _Rule]] = [
+    (NotReady, _Rule(503, RETRY_AFTER_S)),
+    (BatchTooLarge, _Rule(413)),
+    (VoiceNotFound, _Rule(404)),
+    (JobNotFound, _Rule(404)),
+    (BuiltinVoice, _Rule(403)),
+    (VoiceExists, _Rule(409)),
+    (VoiceLimit, _Rule(409)),
+    (JobStateError, _Rule(409)),
+    (JobLimit, _Rule(429, JOB_LIMIT_RETRY_S)),
+    (QueueTimeout, _Rule(503, RETRY_AFTER_S)),
+    (TimeLimitExceeded, _Rule(504)),
+    (Cancelled, _Rule(CLIENT_CLOSED)),
+    (SynthesisError, _Rule(400)),
+]
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, object]:
+    return {"detail": message, **openai_error(status, message, param)}
+
+
+def error_response(status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
+
+
+def response_for(error: BaseException) -> JSONResponse:
+    """The response for an exception from the table (a bare exception is a 500 without its text)."""
+    if isinstance(error, QueueFull):
+        return error_response(429, str(error), headers={"Retry-After": str(error.retry_after_s)})
+    for kind, rule in ERROR_TABLE:
+        if isinstance(error, kind):
+            headers = {"Retry-After": str(rule.retry_after_s)} if rule.retry_after_s else None
+            return error_response(rule.status, str(error), getattr(error, "param", None), headers)
+    return error_response(500, f"Internal error ({type(error).__name__}); see the server log.")
+
+
+def install_error_handlers(api: FastAPI) -> None:
+    async def from_table(_request: Request, error: Exception) -> JSONResponse:
+        return response_for(error)
+
+    for kind in {kind for kind, _rule in ERROR_TABLE} | {QueueFull, OptionError}:
+        api.add_exception_handler(kind, from_table)
+
+    @api.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        _LOGGER.exception("Unhandled error", exc_info=error)
+        return response_for(error)
+
+    @api.exception_handler(HTTPException)
+    async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
+        return error_response(error.status_code, str(error.detail), headers=error.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        message, field = validation_error(error.errors())
+        return error_response(422, message, field)

@@ -1,0 +1,155 @@
+"""The composition root: one service object that holds everything the app serves with.
+
+`build_service(settings)` assembles the engine, the text frontend, the device scheduler, the
+voice library, the pipeline and the batch jobs. Its lifecycle (LitServe's setup -> READY):
+constructing is cheap; `load()` loads every stage and reads what is on disk; `warmup()` runs real
+syntheses; `mark_ready()` opens the service (after the HTTP warm-up the app does through its own
+routes) and starts the batch worker; `shutdown()` stops it. The HTTP routers and the UI receive
+this object and reach nothing else.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+
+from glmtts import memory
+from glmtts.engine import Engine
+from glmtts.frontend import TextFrontend
+from glmtts.jobs import BatchJobs
+from glmtts.metrics import Metrics
+from glmtts.pipeline import Pipeline
+from glmtts.scheduler import DeviceScheduler
+from glmtts.settings import Settings, resolve_device
+from glmtts.voices import VoiceLibrary
+
+_LOGGER = logging.getLogger(__name__)
+
+HISTORY_PERIOD_S = 5.0
+HISTORY_POINTS = 120  # ten minutes of memory and queue readings for the System tab
+
+
+class Service:
+    """Settings, engine, frontend, scheduler, voices, pipeline, jobs and metrics, with one lifecycle."""
+
+    def __init__(self, settings: Settings, engine: Engine, engine_reason: str):
+        self.settings = settings
+        self.engine = engine
+        self.engine_reason = engine_reason
+        self.device = resolve_device(settings.device)
+        self.scheduler = DeviceScheduler(max_waiting=settings.max_queue)
+        self.frontend = TextFrontend(settings.replace_dict)
+        self.voices = VoiceLibrary(settings, engine, self.frontend, self.scheduler, self.device)
+        self.pipeline = Pipeline(engine, self.frontend, self.voices, self.scheduler, settings.request_timeout_s)
+        self.jobs = BatchJobs(self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots)
+        self.metrics = Metrics()
+        self.timings: dict[str, float] = {}
+        self.warmup_token = secrets.token_hex(16)  # marks the app's own warm-up requests (not rate limited)
+        self.warm = False  # the models are warm: requests are served
+        self.ready = False  # warm, and the HTTP stack warmed too: /ready says 200
+        self.history: deque[tuple[float, float, int]] = deque(maxlen=HISTORY_POINTS)  # (time, RSS MiB, waiting)
+        self._stopping = threading.Event()
+        self._register_metrics()
+
+    # ----------------------------------------------------------------- lifecycle
+    def load(self) -> None:
+        """Load the frontend and the engine, find the voices, recover the batch jobs on disk."""
+        self._timed("frontend_load_s", self.frontend.load)
+        self._timed("engine_load_s", self.engine.load, self.device)
+        self.scheduler.capacity = self.engine.max_batch  # an engine sizes its batch for the device at load
+        self._timed("voices_load_s", self.voices.load)
+        self.jobs.recover()
+        _LOGGER.info("Loaded %s on %s in %.1f s", self.engine.name, self.device, self.timings["engine_load_s"])
+
+    def warmup(self) -> None:
+        """Analyse the built-in voices (from disk where stored) and synthesize each language once."""
+        self._timed("voices_warmup_s", self.voices.warm)
+        self._timed("engine_warmup_s", self.pipeline.warmup)
+        self.warm = True
+
+    def mark_ready(self) -> None:
+        """Open for everyone: /ready says 200 and the batch worker starts."""
+        self.ready = True
+        self.jobs.start()
+        threading.Thread(target=self._record_history, name="history", daemon=True).start()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self.jobs.shutdown()
+
+    def _timed(self, name: str, step, *args) -> None:
+        start = time.perf_counter()
+        step(*args)
+        self.timings[name] = time.perf_counter() - start
+
+    # ----------------------------------------------------------------- memory and status
+    def memory_report(self) -> dict[str, float]:
+        report = {"rss_mib": memory.rss_mib(), **self.engine.memory_report()}
+        return {name: round(value, 1) for name, value in report.items()}
+
+    def clear_caches(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Free per-request and allocator caches, keep the models; returns memory before and after."""
+        before = self.memory_report()
+        with self.scheduler.slot(exclusive=True):
+            self.voices.clear_cache()
+            self.engine.release_caches()
+            gc.collect()
+            memory.trim()
+        return before, self.memory_report()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ready": self.ready,
+            "pid": os.getpid(),
+            **self.engine.describe(),
+            "engine_reason": self.engine_reason,
+            "device": self.device,
+            "timings": {name: round(value, 2) for name, value in self.timings.items()},
+            "memory": self.memory_report(),
+            "cached_voices": self.voices.cached,
+            "saved_voices": self.voices.saved_count,
+            "queue_waiting": self.scheduler.waiting,
+            "device_busy": self.scheduler.holding,
+            "batch_items_pending": self.jobs.pending_items(),
+            "builtin_voices": [info.id for info in self.voices.describe() if info.builtin],
+        }
+
+    def _register_metrics(self) -> None:
+        metrics = self.metrics
+        metrics.gauge("glmtts_ready", "1 once warm and serving", lambda: float(self.ready))
+        metrics.gauge("glmtts_queue_waiting", "Requests waiting for the device", lambda: self.scheduler.waiting)
+        metrics.gauge("glmtts_device_busy", "Requests holding a device slot", lambda: self.scheduler.holding)
+        metrics.gauge("glmtts_batch_items_pending", "Batch items queued or running", self.jobs.pending_items)
+        metrics.labelled_gauge("glmtts_memory_mib", "Resident memory by kind (MiB)", "kind", self.memory_report)
+
+    def _record_history(self) -> None:
+        while not self._stopping.wait(0 if not self.history else HISTORY_PERIOD_S):
+            self.history.append((time.time(), memory.rss_mib(), self.scheduler.waiting))
+
+
+def build_service(settings: Settings) -> Service:
+    """Choose the engine: GLM-TTS when a valid checkpoint root is configured, else the embedded voices."""
+    if settings.ckpt is not None:
+        from glmtts.engines.glm.checkpoint import validate_checkpoint
+        from glmtts.engines.glm.errors import CheckpointError
+
+        try:
+            validate_checkpoint(settings.ckpt)
+        except CheckpointError as error:
+            _LOGGER.error("GLM-TTS checkpoint unusable, using the embedded voices: %s", error)
+            reason = f"checkpoint {settings.ckpt} unusable: {error}"
+        else:
+            from glmtts.engines.glm.engine import GLMTTSEngine
+
+            engine = GLMTTSEngine(settings.ckpt, settings.dtype, settings.max_batch)
+            return Service(settings, engine, f"checkpoint {settings.ckpt}")
+    else:
+        reason = "no GLM-TTS checkpoint configured (set GLMTTS_CKPT)"
+    from glmtts.engines.embedded import EmbeddedEngine
+
+    return Service(settings, EmbeddedEngine(settings.cache_dir), reason)
