@@ -3,7 +3,8 @@
 wetext drops the leading "one" of "1,250", reads "$12.50" as "twelve point five dollars", "1990s"
 as "... ninety seconds" and "1905" as "nineteen zero five", and fails on "#1". `expand_numbers`
 rewrites those patterns (money, phone numbers, decades, grouped thousands, decimals, ISO dates,
-years, ranges) and the common cheap ones (clock times, bare small integers) before wetext sees the
+years, ranges; a four-digit number is a year only where its context says so, "in 1999", and a
+quantity elsewhere, "1999 people") and the common cheap ones (clock times, bare small integers) before wetext sees the
 text; wetext then reads what is left (numbers with units, ordinals, month-name dates, fractions,
 percentages, math symbols, titles such as "Dr.").
 """
@@ -173,9 +174,68 @@ def _version(match: re.Match) -> str:
     return " point ".join(cardinal(int(part)) for part in match.group(0).split("."))
 
 
+# Words before a number that make it a year ("in 1999", "since 1985", "the spring of 2003").
+_YEAR_BEFORE = frozenset(
+    "in since by from until till before after during circa c ca year years of around about early late mid "
+    "spring summer autumn fall winter christmas born died founded built established class".split()
+)
+# Words after a number that make it a year ("1999 was", "1969 saw", "300 BC").
+_YEAR_AFTER = frozenset("was is were saw marked brought began ended will had ad bc bce ce onwards onward".split())
+_WORD_BEFORE_RE = re.compile(r"([A-Za-z]+)\.?,?\s*$")
+_WORD_AFTER_RE = re.compile(r"^\s*'?([A-Za-z]+)")
+# A year just before, joined by list glue: "in 1999, 1905 and 2008", "from 1999 to 2005".
+_MONTH_DAY_RE = re.compile(
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s*$", re.IGNORECASE
+)
+_YEAR_LIST_RE = re.compile(r"(?<![\d.,])(\d{4})\s*(?:,|and|or|to|through|until|till|-|–|,\s*and|,\s*or)\s*$")
+
+
+def is_year(text: str, start: int, end: int) -> bool:
+    """Whether the four-digit number text[start:end] reads as a year: its words around say so
+    ("in 1999", "1999 was", "300 BC", a month before it) or it follows a year in a list or range."""
+    if not 1100 <= int(text[start:end]) <= 2099:
+        return False
+    before = text[max(0, start - 40) : start]
+    after = text[end : end + 20]
+    if after.startswith("'s"):
+        return True
+    word_before = _WORD_BEFORE_RE.search(before)
+    if word_before:
+        word = word_before.group(1).lower()
+        if word in _YEAR_BEFORE or word[:3] in _MONTH_PREFIXES:
+            return True
+    if _MONTH_DAY_RE.search(before):
+        return True  # "May 3, 1999"
+    word_after = _WORD_AFTER_RE.match(after)
+    if word_after and word_after.group(1).lower() in _YEAR_AFTER:
+        return True
+    listed = _YEAR_LIST_RE.search(before)
+    if listed:
+        previous_start = max(0, start - 40) + listed.start(1)
+        return is_year(text, previous_start, previous_start + 4)
+    return False
+
+
+# A bare four-digit number: not part of a decimal, a grouped number, a time, a date or money.
+_FOUR_DIGITS_RE = re.compile(r"(?<![\d.,:/$€£¥#+-])\d{4}(?![\d:/]|[.,]\d|s\b|-\d)")
+
+
+def expand_years(sentence: str) -> str:
+    """Spell out the four-digit numbers of a whole sentence that read as years; the rest stay digits.
+
+    Runs before the sentence is cut into clauses, so a list or range keeps its context
+    ("in 1999, 1905 and 2008" are all years).
+    """
+    def spell(match: re.Match) -> str:
+        return f" {year(int(match.group(0)))} " if is_year(match.string, match.start(), match.end()) else match.group(0)
+
+    return _FOUR_DIGITS_RE.sub(spell, sentence)
+
+
 def _four_digits(match: re.Match) -> str:
+    """A four-digit number: a year where it reads as one, a quantity elsewhere ("1999 people")."""
     n = int(match.group(0))
-    return year(n) if 1100 <= n <= 2099 else cardinal(n)
+    return year(n) if is_year(match.string, match.start(), match.end()) else cardinal(n)
 
 
 _CURRENCY_CLASS = re.escape("".join(CURRENCIES))
@@ -209,7 +269,7 @@ _PATTERNS: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = (
         lambda m: ("negative " if m.group("sign") else "") + _number(m.group("num")),
     ),
     (re.compile(r"(?<=\d)\s?[-–]\s?(?=\d)"), lambda m: "to"),
-    (re.compile(r"(?<![\d.,:/])\d{4}(?![\d.,:/])"), _four_digits),
+    (_FOUR_DIGITS_RE, _four_digits),
     (re.compile(r"(?<![\d.,:])\d{5,}(?![\d.,:])"), lambda m: cardinal(int(m.group(0)))),
     (re.compile(r"(?<![\w:])(?P<hour>\d{1,2}):(?P<minute>\d{2})(?!:?\d)(?:\s?(?P<half>[aApP])\.?[mM]\b)?"), _time),
     (

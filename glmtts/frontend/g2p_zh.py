@@ -1,9 +1,15 @@
-"""Chinese G2P: jieba words + pypinyin readings + our polyphone list -> GLM-TTS phoneme symbols.
+"""Chinese G2P: jieba words + pypinyin's dictionaries + our phrase list + context rules -> readings.
+
+Readings are lexical, as a dictionary gives them (with neutral tones, before tone sandhi, which
+`tone_sandhi` applies for the voice that expects it): jieba cuts the text into words, pypinyin's
+phrase and character dictionaries read each word, the phrase list `polyphones.txt` overrides them
+where a phrase lies on word boundaries, and `zh_rules` settles polyphones that stand as words of
+their own from their neighbours.
 
 A syllable becomes an initial and a tone-numbered final ("SH", "ANG1"), or a final alone for
 zero-initial syllables: y/w spellings are resolved ("yao4" -> "IAO4", "wo3" -> "UO3",
 "yu2" -> "V2"), contracted finals expanded (iu -> IOU, ui -> UEI, un -> UEN), u after j/q/x is V,
-and i after zh/ch/sh/r is III, after z/c/s II. The neutral tone is 5. No tone sandhi, as upstream.
+and i after zh/ch/sh/r is III, after z/c/s II. The neutral tone is 5.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ import warnings
 from importlib import resources
 
 from glmtts.frontend.phonemes import FINAL_TONES
+from glmtts.frontend.zh_rules import RULE_CHARS, apply_rules
 
 _LOGGER = logging.getLogger(__name__)
 
 POLYPHONES_RESOURCE = "polyphones.txt"
+# jieba's dictionary counts: below this a "word" is most likely a glued fragment (他数, 会弹).
+COMMON_WORD_FREQUENCY = 50
 _INITIALS_BY_LENGTH = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s")
 _CONTRACTED = {"iu": "iou", "ui": "uei", "un": "uen"}
 # Interjection syllables outside the initial/final system -> the nearest spelling.
@@ -86,9 +95,9 @@ def pinyin_to_symbols(syllable: str) -> tuple[str, ...]:
     return (initial.upper(), symbol) if initial else (symbol,)
 
 
-def load_polyphones(text: str) -> dict[str, tuple[tuple[str, ...], ...]]:
-    """Polyphone file text -> {phrase: symbols per character}; raises ValueError on a bad line."""
-    phrases: dict[str, tuple[tuple[str, ...], ...]] = {}
+def load_phrase_readings(text: str) -> dict[str, tuple[str, ...]]:
+    """Polyphone file text -> {phrase: tone-numbered reading per character}; raises ValueError on a bad line."""
+    phrases: dict[str, tuple[str, ...]] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -97,68 +106,127 @@ def load_polyphones(text: str) -> dict[str, tuple[tuple[str, ...], ...]]:
         syllables = reading.split()
         if len(syllables) != len(phrase):
             raise ValueError(f"polyphones line {number}: {phrase!r} has {len(phrase)} characters but {len(syllables)} syllables")
-        phrases[phrase] = tuple(pinyin_to_symbols(s) for s in syllables)
+        for syllable in syllables:
+            pinyin_to_symbols(syllable)  # raises ValueError for a syllable with no spelling
+        phrases[phrase] = tuple(syllables)
     return phrases
 
 
+def load_polyphones(text: str) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Polyphone file text -> {phrase: symbols per character}; raises ValueError on a bad line."""
+    return {phrase: tuple(map(pinyin_to_symbols, readings)) for phrase, readings in load_phrase_readings(text).items()}
+
+
 class ChineseG2P:
-    """Turns runs of Han characters into GLM-TTS symbols, one syllable per character."""
+    """Turns runs of Han characters into lexical readings, one per character, and their words."""
 
     def __init__(self) -> None:
         self._tokenizer = None
-        self._lazy_pinyin = None
-        self._style = None
-        self._phrases: dict[str, tuple[tuple[str, ...], ...]] = {}
+        self._phrase_dict: dict[str, list[list[str]]] = {}
+        self._char_dict: dict[int, str] = {}
+        self._segment = None
+        self._phrases: dict[str, tuple[str, ...]] = {}
         self._phrase_lengths: list[int] = []
 
     def load(self) -> None:
-        """Load jieba's dictionary, pypinyin and the polyphone list; idempotent."""
+        """Load jieba's dictionary, pypinyin's dictionaries and the polyphone list; idempotent."""
         if self._tokenizer is not None:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # jieba imports the deprecated pkg_resources
             import jieba
-        from pypinyin import Style, lazy_pinyin
+        from pypinyin.constants import PHRASES_DICT, PINYIN_DICT
+        from pypinyin.seg.mmseg import seg
 
         logging.getLogger("jieba").setLevel(logging.WARNING)
         tokenizer = jieba.Tokenizer()
         tokenizer.initialize()
         text = resources.files("glmtts.frontend").joinpath(POLYPHONES_RESOURCE).read_text(encoding="utf-8")
-        self._phrases = load_polyphones(text)
+        self._phrases = load_phrase_readings(text)
         self._phrase_lengths = sorted({len(p) for p in self._phrases}, reverse=True)
-        self._lazy_pinyin, self._style = lazy_pinyin, Style
+        self._phrase_dict, self._char_dict, self._segment = PHRASES_DICT, PINYIN_DICT, seg.cut
         self._tokenizer = tokenizer
         self.syllables("预热一下")
         _LOGGER.info("Chinese G2P ready with %d polyphone phrases", len(self._phrases))
 
-    def _pinyin(self, words: list[str]) -> list[str]:
-        return self._lazy_pinyin(
-            words, style=self._style.TONE3, neutral_tone_with_five=True, errors=lambda chars: [""] * len(chars)
-        )
+    # ----------------------------------------------------------------------------- readings
+    def _piece_readings(self, piece: str) -> list[str]:
+        """A piece pypinyin's segmenter cut -> tone-numbered readings (phrase dictionary, else characters)."""
+        marked = self._phrase_dict.get(piece) if len(piece) > 1 else None
+        if marked is not None and len(marked) == len(piece):
+            return [marked_to_tone3(m[0]) for m in marked]
+        return [marked_to_tone3(self._char_dict[ord(ch)].split(",", 1)[0]) if ord(ch) in self._char_dict else "" for ch in piece]
 
-    def syllables(self, text: str) -> list[tuple[str, ...]]:
-        """Han characters -> one symbol tuple per character (empty for a character with no reading)."""
+    def _word_pieces(self, word: str) -> list[str]:
+        """A jieba word -> the pieces pypinyin reads it in: the word when it knows it, else its segments."""
+        if len(word) == 1 or word in self._phrase_dict:
+            return [word]
+        return list(self._segment(word))
+
+    def analyse(self, text: str) -> tuple[list[str], list[str]]:
+        """Han characters -> (jieba words, one lexical reading per character: "hai2", "" for none)."""
         if self._tokenizer is None:
             raise RuntimeError("ChineseG2P.load() was not called")
         if not text:
-            return []
+            return [], []
         words = self._tokenizer.lcut(text)
-        readings = self._pinyin(words)
-        if len(readings) != len(text):
-            readings = [r for ch in text for r in (self._pinyin([ch]) or [""])[:1]]
-        out: list[tuple[str, ...]] = []
-        for ch, reading in zip(text, readings, strict=True):
-            try:
-                out.append(pinyin_to_symbols(reading) if reading else ())
-            except ValueError:
-                out.append(())
-            if not out[-1]:
-                _LOGGER.warning("No pronunciation for %r (%r); it is skipped", ch, reading)
-        self._apply_phrases(text, words, out)
-        return out
+        pieces = [piece for word in words for piece in self._word_pieces(word)]
+        readings = [reading for piece in pieces for reading in self._piece_readings(piece)]
+        if len(readings) != len(text):  # a word jieba changed (never seen); read it character by character
+            readings = [r for ch in text for r in self._piece_readings(ch)]
+        fixed = self._apply_phrases(text, words, readings)
+        rule_words, taken_apart = self._rule_words(words)
+        apply_rules(words, rule_words, taken_apart, readings, fixed)
+        return words, readings
 
-    def _apply_phrases(self, text: str, words: list[str], out: list[tuple[str, ...]]) -> None:
-        """Overlay polyphone phrases that lie inside one word or start and end on word boundaries."""
+    def _rule_words(self, words: list[str]) -> tuple[list[str], list[bool]]:
+        """jieba's words for the context rules, and which characters came from a word taken apart.
+
+        A word pypinyin does not know that holds a character a rule settles is taken apart: when
+        jieba glued it from unknown text or it is a rare dictionary entry (他数, 树结, 背不动: 他 数,
+        树 结, 背 不 动), its characters count as words of their own; when it is a common word
+        (计划, 静静地), rules may still see its characters but the defaults do not apply to them.
+        """
+        out: list[str] = []
+        taken_apart: list[bool] = []
+        for word in words:
+            if len(word) == 1 or word in self._phrase_dict or not any(ch in RULE_CHARS for ch in word):
+                out.append(word)
+                taken_apart.append(False)
+            elif self._tokenizer.FREQ.get(word, 0) >= COMMON_WORD_FREQUENCY:
+                out.extend(word)
+                taken_apart.extend([True] * len(word))
+            else:  # glued or rare: its dictionary words (调整计划: 调整 计划), rare ones taken apart
+                sub_words, sub_flags = self._rule_words(self._common_words(word))
+                out.extend(sub_words)
+                taken_apart.extend(sub_flags)
+        return out, taken_apart
+
+    def _common_words(self, word: str) -> list[str]:
+        """A glued word -> the longest common dictionary words in it, left to right, else characters."""
+        parts: list[str] = []
+        i = 0
+        while i < len(word):
+            for j in range(len(word) - (i == 0), i + 1, -1):  # never the whole word again
+                if self._tokenizer.FREQ.get(word[i:j], 0) >= COMMON_WORD_FREQUENCY:
+                    break
+            else:
+                j = i + 1
+            parts.append(word[i:j])
+            i = j
+        return parts
+
+    def readings(self, text: str) -> list[str]:
+        """Han characters -> one lexical tone-numbered reading per character ("" for none)."""
+        return self.analyse(text)[1]
+
+    def syllables(self, text: str) -> list[tuple[str, ...]]:
+        """Han characters -> one lexical symbol tuple per character (empty for a character with no reading)."""
+        return [reading_to_symbols(ch, reading) for ch, reading in zip(text, self.readings(text), strict=True)]
+
+    def _apply_phrases(self, text: str, words: list[str], out: list[str]) -> list[bool]:
+        """Overlay polyphone phrases that lie inside one word or start and end on word boundaries;
+        returns which characters a phrase settled."""
         word_of: list[int] = []
         starts = set()
         position = 0
@@ -167,6 +235,7 @@ class ChineseG2P:
             word_of.extend([index] * len(word))
             position += len(word)
         starts.add(position)
+        fixed = [False] * len(text)
         i, n = 0, len(text)
         while i < n:
             for length in self._phrase_lengths:
@@ -176,7 +245,28 @@ class ChineseG2P:
                 reading = self._phrases.get(text[i:j])
                 if reading and ((i in starts and j in starts) or word_of[i] == word_of[j - 1]):
                     out[i:j] = reading
+                    fixed[i:j] = [True] * length
                     i = j
                     break
             else:
                 i += 1
+        return fixed
+
+
+@functools.lru_cache(maxsize=4096)  # pypinyin's tone-marked syllables: a few thousand
+def marked_to_tone3(marked: str) -> str:
+    """pypinyin's tone-marked syllable -> tone-numbered, neutral tone 5: "zhòng" -> "zhong4", "de" -> "de5"."""
+    from pypinyin.contrib.tone_convert import to_tone3
+
+    return to_tone3(marked, neutral_tone_with_five=True)
+
+
+def reading_to_symbols(char: str, reading: str) -> tuple[str, ...]:
+    """A reading -> symbols; () (with a warning) for a character without a usable reading."""
+    try:
+        symbols = pinyin_to_symbols(reading) if reading else ()
+    except ValueError:
+        symbols = ()
+    if not symbols:
+        _LOGGER.warning("No pronunciation for %r (%r); it is skipped", char, reading)
+    return symbols

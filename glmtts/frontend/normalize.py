@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Callable
 
-from glmtts.frontend.en_numbers import expand_numbers, spell_remaining_digits
+from glmtts.frontend.en_numbers import expand_numbers, expand_years, spell_remaining_digits
 from glmtts.frontend.text_utils import CJK_RANGES, EN_SENTINEL, LATIN_LETTERS, ZH_SENTINEL
 
 _LOGGER = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class TextNormalizer:
         """A cleaned sentence (sentinels allowed) -> normalized text with canonical punctuation."""
         if self.is_chinese(sentence):
             return self._finish_zh(self._normalize_pieces(sentence, self._normalize_mixed_clause))
-        return self._finish_en(self._normalize_pieces(sentence, self._normalize_en_clause))
+        return self._finish_en(self._normalize_pieces(expand_years(sentence), self._normalize_en_clause))
 
     def _normalize_pieces(self, sentence: str, normalize: Callable[[str], str]) -> str:
         """Normalize the stretches between sentinels, clause by clause."""

@@ -6,6 +6,11 @@ never inside a `<|...|>` syllable or a `[[...]]` span. Like upstream GLM-TTS, a 
 syllable weighs 1 and an English syllable 0.7; a segment closes at the first punctuation once it
 weighs at least `MIN_SEGMENT_WEIGHT`, and clauses heavier than `MAX_SEGMENT_WEIGHT` are cut into
 even pieces at word boundaries.
+
+No segment is longer than `MAX_SEGMENT_CHARS` characters, whatever the text: a stretch longer than
+that with no space or punctuation in it (a 20,000-letter "word", Chinese without punctuation) has no
+break to cut at, so it is hard-split: its words are cut into pieces of at most `MAX_WORD_CHARS`
+letters and its units are marked `cut`, which makes their segments `hard_split`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from glmtts.frontend.text_utils import CJK_RANGES, LATIN_LETTERS
 MIN_SEGMENT_WEIGHT = 30.0
 MAX_SEGMENT_WEIGHT = 60.0
 EN_SYLLABLE_WEIGHT = 0.7
+# The most characters a segment may hold, and the longest stretch without a space or punctuation
+# mark that is still cut only where the weights say; longer stretches are hard-split.
+MAX_SEGMENT_CHARS = 400
+MAX_WORD_CHARS = 40  # pieces a word of a hard-split stretch is cut into (real words are shorter)
+_CHARS_PER_SYLLABLE = 3  # weight of a cut piece: at least one syllable per three letters
 _ACRONYM_MAX_LETTERS = 5
 _WEIGHT_EPSILON = 1e-6  # English weights are sums of 0.7s
 
@@ -30,6 +40,7 @@ _ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr vs etc no fig inc ltd co 
 _WORD_BEFORE_RE = re.compile(f"([{LATIN_LETTERS}]+)$")
 _UNIT_RE = re.compile(f"([{CJK_RANGES}])|([{LATIN_LETTERS}]+(?:'[{LATIN_LETTERS}]+)*'?)|(\\s+)|(.)", re.DOTALL)
 _VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")
+_BREAKLESS_RE = re.compile(rf"[^\s,;:.!?、，；：。！？…]{{{MAX_SEGMENT_CHARS + 1},}}")
 
 ZH_KINDS = frozenset({"zh", "syl", "dict"})
 EN_KINDS = frozenset({"en", "ovr"})
@@ -43,6 +54,7 @@ class Unit:
     text: str
     weight: float
     item: ZhSyllable | EnOverride | DictMatch | None = None
+    cut: bool = False  # part of a stretch without any break, hard-split
 
     @property
     def lang(self) -> str | None:
@@ -103,17 +115,32 @@ def items_to_units(items: list[str | ZhSyllable | EnOverride | DictMatch]) -> li
         elif isinstance(item, DictMatch):
             units.append(Unit("dict", item.surface, float(len(item.surface)), item))
         else:
-            for match in _UNIT_RE.finditer(item):
-                han, word, space, other = match.groups()
-                if han:
-                    units.append(Unit("zh", han, 1.0))
-                elif word:
-                    units.append(Unit("en", word, EN_SYLLABLE_WEIGHT * english_syllables(word)))
-                elif space:
-                    units.append(Unit("space", " ", 0.0))
-                else:
-                    units.append(Unit("punct", other, 0.0))
+            position = 0
+            for stretch in _BREAKLESS_RE.finditer(item):
+                units.extend(_text_units(item[position : stretch.start()]))
+                units.extend(_text_units(stretch.group(0), cut=True))
+                position = stretch.end()
+            units.extend(_text_units(item[position:]))
     return units
+
+
+def _text_units(text: str, cut: bool = False) -> Iterator[Unit]:
+    """Plain normalized text -> units; in a hard-split stretch, words are cut into MAX_WORD_CHARS pieces."""
+    for match in _UNIT_RE.finditer(text):
+        han, word, space, other = match.groups()
+        if han:
+            yield Unit("zh", han, 1.0, cut=cut)
+        elif word and cut:
+            for start in range(0, len(word), MAX_WORD_CHARS):
+                piece = word[start : start + MAX_WORD_CHARS]
+                syllables = max(english_syllables(piece), len(piece) // _CHARS_PER_SYLLABLE)
+                yield Unit("en", piece, EN_SYLLABLE_WEIGHT * syllables, cut=True)
+        elif word:
+            yield Unit("en", word, EN_SYLLABLE_WEIGHT * english_syllables(word))
+        elif space:
+            yield Unit("space", " ", 0.0)
+        else:
+            yield Unit("punct", other, 0.0, cut=cut)
 
 
 def _strip_spaces(units: list[Unit]) -> list[Unit]:
@@ -172,7 +199,28 @@ def chunk_units(
         if pending_weight >= min_weight - _WEIGHT_EPSILON:
             flush()
     flush()
-    return [stripped for stripped in (_strip_spaces(segment) for segment in segments) if stripped]
+    bounded = [piece for segment in segments for piece in _bound_chars(segment)]
+    return [stripped for stripped in (_strip_spaces(segment) for segment in bounded) if stripped]
+
+
+def unit_chars(unit: Unit) -> int:
+    """The characters a unit stands for: a token syllable is one character, not its token text."""
+    return 1 if unit.kind == "syl" else len(unit.text)
+
+
+def _bound_chars(units: list[Unit]) -> list[list[Unit]]:
+    """Cut a segment into pieces of at most MAX_SEGMENT_CHARS characters at unit boundaries."""
+    if sum(map(unit_chars, units)) <= MAX_SEGMENT_CHARS:
+        return [units]
+    pieces: list[list[Unit]] = [[]]
+    length = 0
+    for unit in units:
+        if pieces[-1] and length + unit_chars(unit) > MAX_SEGMENT_CHARS:
+            pieces.append([])
+            length = 0
+        pieces[-1].append(unit)
+        length += unit_chars(unit)
+    return pieces
 
 
 def _clauses(units: list[Unit]) -> Iterator[tuple[list[Unit], float]]:

@@ -1,6 +1,7 @@
 """Text frontend: normalization, G2P, polyphones, replace dictionary, overrides, segmenting."""
 
 import random
+import re
 
 import pytest
 
@@ -10,7 +11,14 @@ from glmtts.frontend.en_numbers import cardinal, ordinal, year
 from glmtts.frontend.g2p_zh import pinyin_to_symbols
 from glmtts.frontend.phonemes import INITIALS, INVENTORY, tokens_to_syllables
 from glmtts.frontend.replace_dict import ReplaceDict, ReplaceDictError, format_replace_dict, parse_replace_dict
-from glmtts.frontend.split import MAX_SEGMENT_WEIGHT, MIN_SEGMENT_WEIGHT, chunk_units, items_to_units, split_sentences
+from glmtts.frontend.split import (
+    MAX_SEGMENT_CHARS,
+    MAX_SEGMENT_WEIGHT,
+    MIN_SEGMENT_WEIGHT,
+    chunk_units,
+    items_to_units,
+    split_sentences,
+)
 from glmtts.types import SynthesisError
 
 UPSTREAM_DICT = '{"弦": "<|X|><|IAN2|>"}\n{"弈": "<|I4|>"}\n{"乡音无改鬓毛衰": "乡音无改鬓毛<|C|><|UEI1|>"}\n'
@@ -73,6 +81,10 @@ def test_chinese_normalization(frontend, text, expected):
         ("Call 555-123-4567.", "Call five five five, one two three, four five six seven."),
         ("It weighs 5 kg, 20 mph.", "It weighs five kilograms, twenty miles per hour."),
         ("The 1990s and '80s.", "The nineteen nineties and eighties."),
+        ("1999 people came in 1999.", "one thousand nine hundred ninety nine people came in nineteen ninety nine."),
+        ("From 1999 to 2005, 2008 sold 1,999.", "From nineteen ninety nine to two thousand five, two thousand eight sold one thousand nine hundred ninety nine."),
+        ("The year 2024 was good, 1969 saw it.", "The year twenty twenty four was good, nineteen sixty nine saw it."),
+        ("Page 1999.", "Page one thousand nine hundred ninety nine."),
         ("#1 hit, e.g. now!", "number one hit, for example now."),
         ("Is it 12,345,678?", "Is it twelve million three hundred forty five thousand six hundred seventy eight?"),
     ],
@@ -103,6 +115,24 @@ def test_english_glm_text_is_lowercase_and_text_keeps_case(frontend):
 def test_nothing_to_speak_raises(frontend, text):
     with pytest.raises(SynthesisError):
         frontend.text_to_segments(text)
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("안녕하세요", "Hangul"),
+        ("こんにちは、カタカナ", "Japanese kana"),
+        ("Привет, как дела?", "Cyrillic"),
+        ("مرحبا بالعالم", "Arabic"),
+        ("Привет 안녕 😀", "Cyrillic and Hangul"),
+    ],
+)
+def test_unspeakable_script_is_named(frontend, text, names):
+    with pytest.raises(SynthesisError) as caught:
+        frontend.text_to_segments(text)
+    message = str(caught.value)
+    assert message.startswith("Nothing to speak: the text is in " + names + ", which this voice cannot read")
+    assert "Chinese and English" in message
 
 
 # ----------------------------------------------------------------------------- G2P
@@ -157,9 +187,9 @@ def test_pinyin_to_symbols(pinyin, symbols):
         ("看着", "K AN4 ZH E5"),
         ("朝阳和朝代", "ZH AO1 IANG2 H E2 CH AO2 D AI4"),
         ("为了因为", "UEI4 L E5 IN1 UEI4"),
-        ("数学，数一数", "SH U4 X VE2 SH U3 I1 SH U3"),
+        ("数学，数一数", "SH U4 X VE2 SH U3 I5 SH U3"),  # 一 is neutral inside a reduplicated verb
         ("头发很长", "T OU2 F A5 H EN3 CH ANG2"),
-        ("我得走了", "UO3 D EI3 Z OU3 L E5"),
+        ("我得走了", "UO2 D EI3 Z OU3 L E5"),  # a third tone rises before a third tone in its prosodic word
     ],
 )
 def test_polyphones(frontend, text, expected):
@@ -169,7 +199,7 @@ def test_polyphones(frontend, text, expected):
 def test_pause_marks(frontend):
     assert zh_phonemes(frontend, "你好，世界！真的吗？") == [
         "N",
-        "I3",
+        "I2",
         "H",
         "AO3",
         ",",
@@ -186,6 +216,69 @@ def test_pause_marks(frontend):
         "A5",
         ".",
     ]
+
+
+# ----------------------------------------------------------------------------- tone sandhi and neutral tones
+def shown_syllables(fe: TextFrontend, text: str) -> list[str]:
+    """The Phoneme tab's sequence as one string per spoken position ("儿" for an erhua suffix)."""
+    phoneme_text = fe.text_to_phoneme_text(text)
+    out = []
+    for match in re.finditer(r"((?:<\|[^<>|]*\|>)+)|(儿)", phoneme_text):
+        if match.group(2):
+            out.append("儿")
+        else:
+            out.extend(" ".join(s.symbols) for s in tokens_to_syllables(match.group(1)))
+    return out
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("一次", ["I2", "C II4"]),
+        ("一千", ["I4", "Q IAN1"]),
+        ("第一", ["D I4", "I1"]),
+        ("看一看", ["K AN4", "I5", "K AN4"]),
+        ("不去", ["B U2", "Q V4"]),
+        ("去不去", ["Q V4", "B U5", "Q V4"]),
+        ("美好", ["M EI2", "H AO3"]),
+        ("洗手间", ["X I2", "SH OU3", "J IAN1"]),
+        ("展览馆", ["ZH AN2", "L AN2", "G UAN3"]),
+        ("姐姐", ["J IE3", "J IE5"]),
+        ("小姐", ["X IAO2", "J IE5"]),
+        ("椅子", ["I3", "Z II5"]),
+        ("一点儿", ["I4", "D IAN3", "儿"]),
+        ("女儿", ["N V3", "ER2"]),
+    ],
+)
+def test_tone_sandhi_in_the_phoneme_sequence(frontend, text, expected):
+    assert shown_syllables(frontend, text) == expected
+
+
+def test_the_voice_reads_sandhi_and_erhua_glm_tts_reads_dictionary_tones(frontend):
+    (segment,) = frontend.text_to_segments("我很好，一点儿")
+    assert segment.runs[0].phonemes == ("UO2", "H", "EN2", "H", "AO3", ",", "I4", "D", "IANR3", ".")
+    (segment,) = frontend.text_to_segments("我很好，一点儿", use_phoneme=True)
+    assert segment.glm_text == "<|UO3|><|H|><|EN3|><|H|><|AO3|>，<|I4|><|D|><|IAN3|><|ER2|>。"
+
+
+def test_overrides_win_over_every_rule(frontend, tmp_path):
+    # An inline token is kept as typed, and is context for its neighbours (不 before a fourth tone).
+    assert shown_syllables(frontend, "不<|Q|><|V3|>美<|H|><|AO4|>") == ["B U4", "Q V3", "M EI3", "H AO4"]
+    assert shown_syllables(frontend, "<|I1|>次") == ["I1", "C II4"]
+    path = tmp_path / "dict.jsonl"
+    path.write_text('{"一次": "<|I1|><|C|><|II4|>"}\n{"展览": "<|ZH|><|AN3|><|L|><|AN3|>"}\n', encoding="utf-8")
+    fe = TextFrontend(path)
+    fe.load()
+    assert shown_syllables(fe, "一次") == ["I1", "C II4"]
+    assert shown_syllables(fe, "展览馆") == ["ZH AN3", "L AN3", "G UAN3"]
+
+
+def test_erhua_round_trips_through_the_phoneme_text(frontend):
+    text = "我们一块儿去吧，等一会儿。"
+    phoneme_text = frontend.text_to_phoneme_text(text)
+    assert "<|K|><|UAI4|>儿" in phoneme_text and "<|H|><|UEI4|>儿" in phoneme_text
+    assert zh_phonemes(frontend, phoneme_text, use_phoneme=True) == zh_phonemes(frontend, text)
+    assert "UAIR4" in zh_phonemes(frontend, text)
 
 
 # ----------------------------------------------------------------------------- replace dictionary
@@ -375,6 +468,28 @@ def test_phoneme_text_round_trip(frontend):
     # The user edits one syllable in the sequence and it is honoured.
     edited = phoneme_text.replace("<|CH|><|ONG2|>", "<|ZH|><|ONG4|>", 1)
     assert "ZH" in zh_phonemes(frontend, edited, use_phoneme=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我" * 20_000,  # Chinese without a break
+        "a" * 20_000,  # one Latin "word"
+        "Hello世界abc" * 2_000,  # mixed, no space or punctuation
+    ],
+)
+def test_text_without_breaks_is_hard_split_into_bounded_segments(frontend, text):
+    segments = frontend.text_to_segments(text)
+    assert len(segments) > 1
+    assert all(len(segment.text) <= MAX_SEGMENT_CHARS for segment in segments)
+    assert all(segment.hard_split for segment in segments)
+    letters = sum(ch.isalpha() for ch in text)
+    assert sum(ch.isalpha() for segment in segments for ch in segment.text) == letters  # nothing lost
+
+
+def test_ordinary_text_is_not_marked_hard_split(frontend):
+    text = "今天天气很好，我们去公园散步。" * 30 + " The meeting starts at noon and lasts an hour." * 10
+    assert not any(segment.hard_split for segment in frontend.text_to_segments(text))
 
 
 def test_load_is_idempotent(frontend):
