@@ -120,7 +120,7 @@ def test_streaming_starts_before_the_whole_is_done(client):
     start = time.perf_counter()
     arrivals: list[tuple[float, int]] = []
     with client.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="onyx", input=paragraph(8), response_format="mp3", stream_format="audio"
+        model="tts-1", voice="onyx", input=paragraph(12), response_format="mp3", stream_format="audio"
     ) as response:
         assert response.headers.get("transfer-encoding") == "chunked"
         for chunk in response.iter_bytes():
@@ -132,7 +132,7 @@ def test_streaming_starts_before_the_whole_is_done(client):
 
 
 def test_sse_stream_sends_audio_deltas_then_done_with_usage(client):
-    text = paragraph(4)
+    text = paragraph(8)
     start = time.perf_counter()
     events: list[tuple[float, dict]] = []
     with client.audio.speech.with_streaming_response.create(
@@ -153,7 +153,7 @@ def test_sse_stream_sends_audio_deltas_then_done_with_usage(client):
     assert name.startswith("mp3") and rate == RATE and len(samples) / rate > 5.0
     first_s, done_s = events[0][0], events[-1][0]
     print(f"{len(events) - 1} deltas: first after {first_s:.2f} s, done after {done_s:.2f} s")
-    assert first_s < 0.7 * done_s
+    assert first_s < 0.8 * done_s  # deltas come as segments finish, not all at the end
 
 
 def test_instructions_and_a_custom_voice_object_are_accepted(client, reference_s):
