@@ -1,6 +1,6 @@
 """Load time, memory, LLM decode speed and real-time factor of the GLM-TTS engine, per dtype.
 
-    .venv/bin/python bench/bench_glm.py [--size tiny|full] [--ckpt DIR] [--device cpu] [--dtypes fp32,bf16]
+    .venv/bin/python bench/bench_glm.py [--size tiny|full] [--ckpt DIR] [--device cpu] [--dtypes fp32,bf16] [--decode fast|reference]
 
 Without `--ckpt` a random checkpoint of `--size` is written to a temporary folder (the full one is
 about 9 GB). Each dtype runs in its own process so that its memory figures are its own. The LLM
@@ -36,7 +36,7 @@ def prompt_audio(rate: int) -> np.ndarray:
     return (audio + 0.01 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
 
 
-def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_tokens: int, repeats: int) -> dict:
+def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_tokens: int, repeats: int, decode: str | None) -> dict:
     """All figures for one dtype, in this process."""
     import psutil
     import torch
@@ -45,10 +45,10 @@ def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_toke
     from glmtts.engines.glm.sampling import SamplingConfig, sample_token
     from glmtts.types import Segment, SynthesisOptions, TextRun
 
-    engine = GLMTTSEngine(ckpt, dtype)
+    engine = GLMTTSEngine(ckpt, dtype, decode=decode, stream=False)  # whole segments: one piece each
     start = time.perf_counter()
     engine.load(device)
-    figures: dict[str, object] = {"dtype": dtype, "device": device, "load_s": time.perf_counter() - start}
+    figures: dict[str, object] = {"dtype": dtype, "device": device, "decode": engine.decode, "load_s": time.perf_counter() - start}
     figures["load_stages_s"] = {name: round(s, 2) for name, s in engine.load_seconds.items()}
     figures["rss_after_load_mib"] = psutil.Process().memory_info().rss / 2**20
     figures.update({name: value for name, value in engine.memory_report().items() if name.startswith("vram")})
@@ -106,7 +106,7 @@ def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_toke
 
 def report(figures: dict) -> None:
     print(
-        f"\n== {figures['dtype']} on {figures['device']}: load {figures['load_s']:.2f} s "
+        f"\n== {figures['dtype']} on {figures['device']}, {figures['decode']} decode: load {figures['load_s']:.2f} s "
         f"{figures['load_stages_s']}, RSS after load {figures['rss_after_load_mib']:.0f} MiB, "
         f"peak RSS {figures['peak_rss_mib']:.0f} MiB"
     )
@@ -116,7 +116,7 @@ def report(figures: dict) -> None:
         f"   prepare_voice {figures['prepare_voice_s']:.2f} s; first LLM call {figures['first_llm_call_s']:.2f} s; "
         f"LLM prefill of {figures['prompt_tokens']} tokens "
         f"{figures['prefill_s']:.3f} s, decode {figures['decode_tokens_per_s']:.1f} tokens/s "
-        f"(real time needs {TOKENS_PER_SECOND})"
+        f"(real time needs {TOKENS_PER_SECOND}; the reference path's decode loop)"
     )
     for name, row in figures["rtf"].items():
         stages = ", ".join(f"{key[:-2]} {value:.2f} s" for key, value in row.items() if key.endswith("_s") and key != "audio_s")
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--decode", choices=("fast", "reference"), help="the engine's decode path (default: its own)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(_ROOT))  # run as a plain script from anywhere
@@ -145,7 +146,7 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        figures = run_one(args.ckpt, args.device, args.dtypes, lengths, args.decode_tokens, args.repeats)
+        figures = run_one(args.ckpt, args.device, args.dtypes, lengths, args.decode_tokens, args.repeats, args.decode)
         figures["torch_threads"] = torch.get_num_threads()
         print("FIGURES " + json.dumps(figures))
         return
@@ -163,6 +164,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--child", "--ckpt", str(ckpt), "--device", args.device]
             command += ["--dtypes", dtype, "--lengths", args.lengths, "--decode-tokens", str(args.decode_tokens)]
             command += ["--repeats", str(args.repeats)] + (["--threads", str(args.threads)] if args.threads else [])
+            command += ["--decode", args.decode] if args.decode else []
             child = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = [line for line in child.stdout.splitlines() if line.startswith("FIGURES ")]
             if child.returncode or not lines:

@@ -1,6 +1,6 @@
 """Throughput of K concurrent GLM-TTS syntheses: LLM decodes batched (max_batch=K) against one at a time.
 
-    .venv/bin/python bench/bench_glm_batch.py [--concurrency 4] [--length 100] [--size tiny] [--device cpu]
+    .venv/bin/python bench/bench_glm_batch.py [--concurrency 4] [--length 100] [--size tiny] [--device cpu] [--decode fast|reference]
 
 K threads each synthesize one segment with a forced LLM length (`--length` speech tokens), through
 a DeviceScheduler of the engine's capacity as the pipeline does: with max_batch=1 they take turns,
@@ -25,7 +25,9 @@ TARGET_TEXT = "Glue the sheet to the dark blue background."
 SAMPLE_RATE = 24000
 
 
-def run_mode(ckpt: Path, device: str, max_batch: int, concurrency: int, length: int, rounds: int) -> dict[str, float]:
+def run_mode(
+    ckpt: Path, device: str, max_batch: int, concurrency: int, length: int, rounds: int, decode: str | None = None
+) -> dict[str, float]:
     """Load an engine with `max_batch`, then time `rounds` rounds of `concurrency` simultaneous syntheses."""
     from bench_glm import prompt_audio
 
@@ -33,12 +35,14 @@ def run_mode(ckpt: Path, device: str, max_batch: int, concurrency: int, length: 
     from glmtts.scheduler import DeviceScheduler
     from glmtts.types import Segment, SynthesisOptions, TextRun
 
-    engine = GLMTTSEngine(ckpt, "fp32", max_batch)
+    engine = GLMTTSEngine(ckpt, "fp32", max_batch, decode=decode, stream=False)  # one piece per request
     engine.load(device)
+    if engine.fast is not None:
+        engine.fast.warmup()
     scheduler = DeviceScheduler(max_waiting=concurrency, capacity=engine.max_batch)
     voice = engine.prepare_voice(prompt_audio(SAMPLE_RATE), SAMPLE_RATE, PROMPT_TRANSCRIPT, "bench")
     segment = Segment(text=TARGET_TEXT, runs=(TextRun("en", TARGET_TEXT),), glm_text=TARGET_TEXT)
-    decodes = _count_decodes(engine.llm)
+    decodes = _count_decodes(engine.fast if engine.fast is not None else engine.llm)
 
     def one_round() -> tuple[float, list[float], list[float]]:
         """Wall time of the round, each request's latency and each request's LLM seconds."""
@@ -85,20 +89,24 @@ def run_mode(ckpt: Path, device: str, max_batch: int, concurrency: int, length: 
     }
 
 
-def _count_decodes(llm: object) -> list[int]:
-    """Wrap the LLM's decode entry points to record the rows of each decode."""
+def _count_decodes(decoder: object) -> list[int]:
+    """Wrap the decoder's decode entry points to record the rows of each decode."""
     rows: list[int] = []
-    generate, generate_batch = llm.generate, llm.generate_batch
+    stream_batch = decoder.stream_batch
 
-    def counted_generate(*args, **kwargs):
-        rows.append(1)
-        return generate(*args, **kwargs)
-
-    def counted_generate_batch(requests):
+    def counted_stream_batch(requests, stopped=None):
         rows.append(len(requests))
-        return generate_batch(requests)
+        return stream_batch(requests, stopped)
 
-    llm.generate, llm.generate_batch = counted_generate, counted_generate_batch
+    decoder.stream_batch = counted_stream_batch
+    if hasattr(decoder, "stream"):  # SpeechLM: a single request without the batcher
+        stream = decoder.stream
+
+        def counted_stream(request):
+            rows.append(1)
+            return stream(request)
+
+        decoder.stream = counted_stream
     return rows
 
 
@@ -113,6 +121,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=100, help="speech tokens per request (25 per second)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--decode", choices=("fast", "reference"), help="the engine's decode path (default: its own)")
     args = parser.parse_args()
     sys.path[:0] = [str(_ROOT), str(_ROOT / "bench")]  # run as a plain script from anywhere
     import torch
@@ -127,11 +136,11 @@ def main() -> None:
             ckpt = write_random_checkpoint(Path(scratch) / "ckpt", args.size)
         print(
             f"CPU cores: {len(os.sched_getaffinity(0))}, torch threads {torch.get_num_threads()}, "
-            f"load average {os.getloadavg()[0]:.1f}; {args.size} checkpoint on {args.device}, fp32; "
+            f"load average {os.getloadavg()[0]:.1f}; {args.size} checkpoint on {args.device}, fp32, {args.decode or 'default'} decode; "
             f"K={args.concurrency} requests of {args.length} speech tokens, median of {args.rounds} rounds"
         )
         rows = [
-            run_mode(ckpt, args.device, max_batch, args.concurrency, args.length, args.rounds)
+            run_mode(ckpt, args.device, max_batch, args.concurrency, args.length, args.rounds, args.decode)
             for max_batch in (1, args.concurrency)
         ]
     header = ("max_batch", "wall s", "audio s / wall s", "mean latency s", "mean LLM s", "decodes / round", "rows / decode")

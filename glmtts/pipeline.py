@@ -10,6 +10,7 @@ token inside long segments). Audio is joined in one place: `playable` and `join_
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -148,8 +149,10 @@ class Pipeline:
             self._request_finished()
 
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken | None = None) -> SynthesisResult:
+        """The whole waveform: the stream, joined (engines skip the work of streaming inside segments)."""
         start = time.perf_counter()
-        chunks = list(self.synthesize_stream(request, cancel))
+        whole = dataclasses.replace(request, options=dataclasses.replace(request.options, stream=False))
+        chunks = list(self.synthesize_stream(whole, cancel))
         return result_of(chunks, time.perf_counter() - start, self.engine.name)
 
     def _request_finished(self) -> None:

@@ -92,6 +92,7 @@ class SynthesisOptions:
     sample_rate: int | None = None
     use_phoneme: bool = False  # text already holds phoneme tokens / overrides to honour
     use_cache: bool = True  # GLM-TTS prompt-history cache across segments
+    stream: bool | None = None  # stream inside segments (None: the engine's default); set by the pipeline
     forced_tokens_per_segment: int | None = None  # benchmarks: fix the LLM length
 
 

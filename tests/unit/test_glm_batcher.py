@@ -1,4 +1,5 @@
-"""The decode batcher: concurrent calls share a decode, late calls wait for the next, errors stay in their batch."""
+"""The decode batcher: concurrent calls share a decode, late calls wait for the next, errors stay in their
+batch, tokens reach their caller while the batch still decodes, and a caller that leaves ends its row."""
 
 from __future__ import annotations
 
@@ -18,28 +19,33 @@ LONG_GATHER_S = 10.0  # a batch closes only once it is full
 
 
 class FakeLLM:
-    """Records the prompts of each decode and answers each prompt with its ids reversed."""
+    """Records the prompts of each decode and answers each prompt with its ids reversed, one id a step."""
 
     def __init__(self, hold: bool = False):
         self.batches: list[list[list[int]]] = []
+        self.stopped_rows: list[int] = []
         self.started = threading.Event()
         self.release = threading.Event()
+        self.step = threading.Semaphore(1000)  # tests that pace the steps take the permits away
         if not hold:
             self.release.set()
 
-    def generate(self, prompt_ids, min_new, max_new, sampling, generator, forced_length=None) -> list[int]:
-        return self._decode([prompt_ids])[0]
-
-    def generate_batch(self, requests: list[GenerationRequest]) -> list[list[int]]:
-        return self._decode([request.prompt_ids for request in requests])
-
-    def _decode(self, prompts: list[list[int]]) -> list[list[int]]:
+    def stream_batch(self, requests: list[GenerationRequest], stopped=None):
+        prompts = [request.prompt_ids for request in requests]
         self.batches.append(prompts)
         self.started.set()
         self.release.wait(5)
         if any(FAILING_ID in prompt for prompt in prompts):
             raise ValueError("decode failed")
-        return [prompt[::-1] for prompt in prompts]
+        answers = [prompt[::-1] for prompt in prompts]
+        ended = [False] * len(requests)
+        for index in range(max(len(answer) for answer in answers)):
+            assert self.step.acquire(timeout=5)
+            for row in range(len(requests)):
+                if not ended[row] and stopped is not None and stopped(row):
+                    ended[row] = True
+                    self.stopped_rows.append(row)
+            yield [[] if ended[row] or index >= len(answer) else [answer[index]] for row, answer in enumerate(answers)]
 
 
 def call(batcher: DecodeBatcher, prompt: list[int]) -> list[int]:
@@ -92,3 +98,21 @@ def test_an_exception_reaches_only_the_callers_of_its_batch() -> None:
             with pytest.raises(ValueError, match="decode failed"):
                 future.result(5)
     assert call(batcher, [5, 6]) == [6, 5]  # the batcher goes on after a failed batch
+
+
+def test_tokens_reach_the_caller_while_the_batch_decodes_and_a_leaving_caller_ends_its_row() -> None:
+    llm = FakeLLM()
+    llm.step = threading.Semaphore(0)
+    batcher = DecodeBatcher(llm, max_batch=2, gather_s=LONG_GATHER_S)
+    request = GenerationRequest([1, 2, 3, 4], 0, 10, SamplingConfig(), torch.Generator())
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(call, batcher, [7, 8, 9])
+        wait_until(lambda: batcher.pending == 1)
+        stream = batcher.stream(request)
+        llm.step.release()
+        assert next(stream) == [4]  # the first step's token, before the batch has finished
+        stream.close()  # the caller leaves
+        for _ in range(5):
+            llm.step.release()
+        assert other.result(5) == [9, 8, 7]
+    assert llm.stopped_rows == [1]

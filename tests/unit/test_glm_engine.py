@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -29,7 +30,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(ckpt: Path) -> GLMTTSEngine:
-    engine = GLMTTSEngine(ckpt)
+    engine = GLMTTSEngine(ckpt, stream=False)  # one piece per segment; streaming has its own tests
     engine.load("cpu")
     return engine
 
@@ -118,14 +119,14 @@ def test_prompt_without_transcript_still_speaks(engine: GLMTTSEngine, voice: Pro
 def test_concurrent_requests_decode_together_and_match_one_at_a_time(
     ckpt: Path, engine: GLMTTSEngine, voice: PromptVoice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batched = GLMTTSEngine(ckpt, max_batch=3)
+    batched = GLMTTSEngine(ckpt, max_batch=3, stream=False)
     batched.load("cpu")
     assert engine.max_batch == 1 and engine.batcher is None  # the default on a CPU
     batched.batcher.gather_s = 10.0  # the batch closes once all three requests have arrived
     batch_sizes: list[int] = []
-    decode_batch = batched.llm.generate_batch
+    decode_batch = batched.llm.stream_batch
     monkeypatch.setattr(
-        batched.llm, "generate_batch", lambda requests: batch_sizes.append(len(requests)) or decode_batch(requests)
+        batched.llm, "stream_batch", lambda requests, stopped=None: batch_sizes.append(len(requests)) or decode_batch(requests, stopped)
     )
     requests = [
         (TEXTS[0], {"seed": 1, "forced_tokens_per_segment": FORCED}),
@@ -189,3 +190,59 @@ def test_corrupted_llm_fails_load_by_key(ckpt: Path, tmp_path: Path) -> None:
     validate_checkpoint(copy)  # the cheap check only looks at files
     with pytest.raises(CheckpointError, match=rf"model-00001-of-00002.*{dropped}"):
         GLMTTSEngine(copy).load("cpu")
+
+
+def test_decode_paths_and_streaming_are_described(engine: GLMTTSEngine, ckpt: Path) -> None:
+    facts = engine.describe()
+    assert facts["decode"] == "reference" and facts["stream"] is False  # the CPU default decode path
+    assert GLMTTSEngine.analysis_version == "2"  # prompts are analysed from their own rate now
+    with pytest.raises(ValueError, match="decode"):
+        GLMTTSEngine(ckpt, decode="turbo")
+    fast = GLMTTSEngine(ckpt, decode="fast", stream=False)
+    fast.load("cpu")
+    facts = fast.describe()
+    assert facts["decode"] == "fast" and facts["decode_capture"] == "eager" and facts["kv_cache_mib"] > 0
+    assert fast.memory_report()["kv_cache"] > 0
+
+
+def test_fast_path_synthesis_is_reproducible_for_a_seed(ckpt: Path, voice: PromptVoice) -> None:
+    fast = GLMTTSEngine(ckpt, decode="fast", stream=False)
+    fast.load("cpu")
+    first = _synthesize(fast, voice, TEXTS[:1], seed=5, sampling="topk", top_k=10)[0]
+    again = _synthesize(fast, voice, TEXTS[:1], seed=5, sampling="topk", top_k=10)[0]
+    np.testing.assert_array_equal(first.audio, again.audio)
+    assert first.info == again.info and len(first.audio) > 0
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_prompts_are_analysed_from_their_own_rate(engine: GLMTTSEngine, rate: int) -> None:
+    from glmtts.engines.glm.mel import audio_to_prompt_mel
+
+    t = np.arange(2 * rate) / rate
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) + 0.01 * np.random.default_rng(1).standard_normal(t.size)).astype(np.float32)
+    voice = engine.prepare_voice(audio, rate, "Hello there.", f"rate-{rate}")
+    assert abs(len(voice.features.speech_tokens) - 50) <= 1 and abs(voice.duration_s - 2.0) < 1e-6
+    for out_rate, mel in voice.features.prompt_mels.items():
+        assert torch.equal(mel, audio_to_prompt_mel(audio, rate, out_rate, "cpu"))
+
+
+def test_the_engine_imports_only_what_a_bare_gpu_machine_has() -> None:
+    """bench/bench_gpu.py runs with torch, transformers, safetensors, tiktoken, onnxruntime and numpy
+    (PyYAML comes with transformers): no module of the engine may import anything else."""
+    import ast
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    allowed = {"torch", "transformers", "safetensors", "tiktoken", "onnxruntime", "numpy", "yaml", "glmtts"}
+    allowed_glmtts = ("glmtts.types", "glmtts.engine", "glmtts.engines.glm")
+    files = [*sorted((root / "glmtts" / "engines" / "glm").glob("*.py")), root / "bench" / "bench_gpu.py"]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top in allowed, f"{path.name} imports {name}"
+                if top == "glmtts":
+                    assert name.startswith(allowed_glmtts), f"{path.name} imports {name}"

@@ -110,7 +110,8 @@ def test_single_noise_draw_and_guidance_combination(flow: FlowDecoder, monkeypat
     frames = flow.mel_frames_for_tokens(30)
     calls = []
 
-    def fake_dit(x, condition, token_embedding, time, speaker_in):
+    def fake_dit(x, condition, token_embedding, time, speaker_in, mask=None):
+        assert mask is None  # full attention outside streaming
         calls.append((x.clone(), condition.clone(), token_embedding.clone(), time.clone(), speaker_in.clone()))
         return condition + speaker_in[:, None, :80] + 1.0  # [B, N, 80]
 
@@ -138,9 +139,36 @@ def test_single_noise_draw_and_guidance_combination(flow: FlowDecoder, monkeypat
     torch.testing.assert_close(mel, expected[20:], rtol=1e-6, atol=1e-5)
 
 
+def test_parity_mode_runs_the_guidance_branches_as_two_calls(flow: FlowDecoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = _inputs(12, 6, 12)
+    batched = flow.tokens_to_mel(*inputs, torch.Generator().manual_seed(5))
+    two_calls = flow.tokens_to_mel(*inputs, torch.Generator().manual_seed(5), batched_cfg=False)
+    # The same arithmetic, batched or not, up to float32 rounding inside the DiT.
+    torch.testing.assert_close(two_calls, batched, rtol=0, atol=1e-5)
+    batches = []
+    forward = flow.dit.forward
+    monkeypatch.setattr(flow.dit, "forward", lambda x, *rest: (batches.append(x.shape[0]), forward(x, *rest))[1])
+    flow.tokens_to_mel(*inputs, torch.Generator().manual_seed(5), steps=2, batched_cfg=False)
+    assert batches == [1, 1, 1, 1]
+    batches.clear()
+    flow.tokens_to_mel(*inputs, torch.Generator().manual_seed(5), steps=2)
+    assert batches == [2, 2]
+
+
+def test_given_noise_replaces_the_draw(flow: FlowDecoder) -> None:
+    inputs = _inputs(10, 5, 10)
+    frames = flow.mel_frames_for_tokens(15)
+    generator = torch.Generator().manual_seed(9)
+    drawn = flow.tokens_to_mel(*inputs, generator)
+    noise = torch.randn((1, frames, 80), generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(flow.tokens_to_mel(*inputs, noise=noise[0]), drawn, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        flow.tokens_to_mel(*inputs)
+
+
 def test_cosine_schedule_and_step_count(flow: FlowDecoder, monkeypatch: pytest.MonkeyPatch) -> None:
     times = []
-    monkeypatch.setattr(flow.dit, "forward", lambda x, c, e, t, s: (times.append(float(t[0])), torch.zeros_like(x))[1])
+    monkeypatch.setattr(flow.dit, "forward", lambda x, c, e, t, s, m=None: (times.append(float(t[0])), torch.zeros_like(x))[1])
     flow.tokens_to_mel(*_inputs(5, 5, 10), torch.Generator().manual_seed(0))
     expected = [1 - math.cos(i / 10 * math.pi / 2) for i in range(10)]
     assert times == pytest.approx(expected, abs=1e-6)

@@ -80,6 +80,9 @@ def test_special_and_phoneme_tokens_are_single_ids(tokenizer: TextTokenizer) -> 
     assert ids.codebook_size == 32768
     symbols = phoneme_symbols()
     assert len(symbols) == 204 and "SH" in symbols and "ANG1" in symbols
+    from glmtts.frontend.phonemes import INVENTORY
+
+    assert set(symbols) == INVENTORY  # the writer's copy of the inventory is the frontend's
     phoneme_ids = [tokenizer.token_id(f"<|{symbol}|>") for symbol in symbols]
     assert None not in phoneme_ids and len(set(phoneme_ids)) == 204
     sh, ang = tokenizer.token_id("<|SH|>"), tokenizer.token_id("<|ANG1|>")

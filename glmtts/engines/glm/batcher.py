@@ -1,52 +1,65 @@
-"""Gathers the speech-LM calls of concurrent requests into batched decodes.
+"""Gathers the speech-LM calls of concurrent requests into batched decodes, run by one worker thread.
 
-Each request thread calls `DecodeBatcher.generate` as it would call `SpeechLM.generate`. The first
-caller in line leads: it waits up to GATHER_WINDOW_S after its arrival (less once `max_batch` calls
-are pending), takes the pending calls, decodes them together, then hands each caller its own tokens
-(or the batch's exception) and passes the lead to the next caller in line. Calls arriving while a
-batch runs wait for the next one. A batch of one runs `SpeechLM.generate`, the upstream-exact path.
+Each request thread calls `DecodeBatcher.stream(request)` (or `generate`, its joined form) where it
+would call the decoder itself. The worker takes the first call in line, waits up to GATHER_WINDOW_S
+after its arrival for others (less once `max_batch` calls are pending), decodes them together with
+the decoder's `stream_batch` and hands each caller its tokens as they come (so a caller can turn
+early tokens into audio while the batch still decodes), or the batch's exception. Calls arriving
+while a batch runs wait for the next one. A caller that stops reading (its client went away) has its
+row ended at the decoder's next look at the device.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from glmtts.engines.glm.llm import GenerationRequest, SpeechLM
+from glmtts.engines.glm.llm import GenerationRequest
 from glmtts.engines.glm.sampling import SamplingConfig
 
 _LOGGER = logging.getLogger(__name__)
 
 GATHER_WINDOW_S = 0.005  # how long the first call waits for others to join its batch
+_END = object()  # the last item of a call's queue when its row ended normally
+
+
+class BatchDecoder(Protocol):
+    """What the batcher drives: SpeechLM (reference path) and FastDecoder (fast path) both are."""
+
+    def stream_batch(
+        self, requests: Sequence[GenerationRequest], stopped: Callable[[int], bool] | None = None
+    ) -> Iterator[list[list[int]]]: ...
 
 
 @dataclass(eq=False)
 class _PendingCall:
-    """One caller's request and, once its batch has run, its tokens or the batch's exception."""
+    """One caller's request and the queue its tokens (then _END, or the batch's exception) arrive on."""
 
     request: GenerationRequest
     arrived: float
-    tokens: list[int] | None = None
-    error: BaseException | None = None
-    done: bool = False
+    chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    abandoned: bool = False
 
 
 class DecodeBatcher:
-    """Owns the waiting line of LLM calls in front of one SpeechLM and runs them in batches."""
+    """Owns the waiting line of LLM calls in front of one decoder and the worker that batches them."""
 
-    def __init__(self, llm: SpeechLM, max_batch: int, gather_s: float = GATHER_WINDOW_S):
+    def __init__(self, decoder: BatchDecoder, max_batch: int, gather_s: float = GATHER_WINDOW_S):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        self.llm = llm
+        self.decoder = decoder
         self.max_batch = max_batch
         self.gather_s = gather_s
         self._condition = threading.Condition()
         self._pending: list[_PendingCall] = []  # arrival order
-        self._leading = False  # a caller is gathering or running a batch
+        self._worker: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
@@ -64,55 +77,61 @@ class DecodeBatcher:
         forced_length: int | None = None,
     ) -> list[int]:
         """`SpeechLM.generate`, decoded together with the calls of other threads."""
-        call = _PendingCall(GenerationRequest(prompt_ids, min_new, max_new, sampling, generator, forced_length), time.monotonic())
+        request = GenerationRequest(prompt_ids, min_new, max_new, sampling, generator, forced_length)
+        return [token for chunk in self.stream(request) for token in chunk]
+
+    def stream(self, request: GenerationRequest) -> Iterator[list[int]]:
+        """This request's tokens (ids relative to `<|audio_0|>`) in chunks, as its batch decodes them."""
+        call = _PendingCall(request, time.monotonic())
         with self._condition:
             self._pending.append(call)
-            self._condition.notify_all()  # a gathering leader counts its batch again
-            while not call.done:
-                if not self._leading and self._pending[0] is call:
-                    self._lead(call)
-                else:
-                    self._condition.wait()
-        if call.error is not None:
-            raise call.error
-        return call.tokens
-
-    def _lead(self, call: _PendingCall) -> None:
-        """Gather a batch headed by `call`, run it without the lock, and hand out the results."""
-        self._leading = True
-        deadline = call.arrived + self.gather_s
-        while len(self._pending) < self.max_batch and (remaining := deadline - time.monotonic()) > 0:
-            self._condition.wait(remaining)
-        batch = self._pending[: self.max_batch]
-        del self._pending[: self.max_batch]
-        self._condition.release()
-        try:
-            results = self._run([pending.request for pending in batch])
-        except BaseException as error:  # every caller in this batch gets it; later batches go on
-            for pending in batch:
-                pending.error = error
-        else:
-            for pending, tokens in zip(batch, results, strict=True):
-                pending.tokens = tokens
-        finally:
-            self._condition.acquire()
-            for pending in batch:
-                pending.done = True
-            self._leading = False
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="glm-decode-batcher", daemon=True)
+                self._worker.start()
             self._condition.notify_all()
+        finished = False
+        try:
+            while True:
+                item = call.chunks.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
+        finally:
+            if not finished:  # the caller stopped reading: drop the call or end its row
+                call.abandoned = True
+                with self._condition:
+                    if call in self._pending:
+                        self._pending.remove(call)
 
-    def _run(self, requests: list[GenerationRequest]) -> list[list[int]]:
-        if len(requests) == 1:
-            (request,) = requests
-            return [
-                self.llm.generate(
-                    request.prompt_ids,
-                    request.min_new,
-                    request.max_new,
-                    request.sampling,
-                    request.generator,
-                    request.forced_length,
-                )
-            ]
-        _LOGGER.debug("Decoding %d requests together", len(requests))
-        return self.llm.generate_batch(requests)
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending:
+                    self._condition.wait()
+                deadline = self._pending[0].arrived + self.gather_s
+                while len(self._pending) < self.max_batch and (remaining := deadline - time.monotonic()) > 0:
+                    self._condition.wait(remaining)
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+            self._run(batch)
+
+    def _run(self, batch: list[_PendingCall]) -> None:
+        """Decode one batch, handing out chunks as they come; an exception goes to every caller in it."""
+        if len(batch) > 1:
+            _LOGGER.debug("Decoding %d requests together", len(batch))
+        try:
+            stream = self.decoder.stream_batch([call.request for call in batch], lambda row: batch[row].abandoned)
+            for chunks in stream:
+                for call, chunk in zip(batch, chunks):
+                    if chunk and not call.abandoned:
+                        call.chunks.put(chunk)
+        except Exception as error:  # every caller in this batch gets it; later batches go on
+            for call in batch:
+                call.chunks.put(error)
+        else:
+            for call in batch:
+                call.chunks.put(_END)

@@ -73,6 +73,7 @@ class DiT(nn.Module):
         token_embedding: torch.Tensor,  # [B or 1, N, text_emb_dim] from embed_tokens
         time: torch.Tensor,  # [B] flow time in [0, 1]
         speaker: torch.Tensor | None,  # [B, speaker_dim] L2-normalised, or None when speaker_dim == 0
+        attention_mask: torch.Tensor | None = None,  # [N, N] bool, True where a frame may attend (block-causal streaming)
     ) -> torch.Tensor:  # [B, N, mel]
         batch, frames = x.shape[0], x.shape[1]
         modulation = self.time_embed(time)  # [B, dim]
@@ -84,7 +85,7 @@ class DiT(nn.Module):
         hidden = self.emb_concator(x, condition, token_embedding)  # [B, N, dim]
         cos, sin = self.rotary_embed.cos_sin(frames, hidden.device)  # [N, dim_head] each
         for block in self.transformer_blocks:
-            hidden = block(hidden, modulation, cos, sin)
+            hidden = block(hidden, modulation, cos, sin, attention_mask)
         return self.proj_out(self.norm_out(hidden, modulation))
 
 
@@ -232,14 +233,16 @@ class _Attention(nn.Module):
         self.to_v = nn.Linear(dim, inner)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batch, frames, _ = x.shape
         query = _apply_rotary(self.to_q(x), cos, sin)
         key = _apply_rotary(self.to_k(x), cos, sin)
         value = self.to_v(x)
         # [B, N, inner] -> [B, H, N, dim_head]
         query, key, value = (t.view(batch, frames, self.heads, -1).transpose(1, 2) for t in (query, key, value))
-        out = F.scaled_dot_product_attention(query, key, value)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         return self.to_out[0](out.transpose(1, 2).reshape(batch, frames, -1))
 
 
@@ -274,11 +277,18 @@ class _DiTBlock(nn.Module):
         self.attn = _Attention(dim, heads, dim_head)
         self.ff = _FeedForward(dim, ff_mult)
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        modulation: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         shift_attn, scale_attn, gate_attn, shift_ff, scale_ff, gate_ff = self.attn_norm(modulation)
         width = x.shape[-1]
         normed = F.layer_norm(x, (width,), eps=_NORM_EPS) * (1 + scale_attn) + shift_attn
-        x = x + gate_attn * self.attn(normed, cos, sin)
+        x = x + gate_attn * self.attn(normed, cos, sin, mask)
         normed = F.layer_norm(x, (width,), eps=_NORM_EPS) * (1 + scale_ff) + shift_ff
         return x + gate_ff * self.ff(normed)
 

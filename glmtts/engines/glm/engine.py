@@ -3,9 +3,19 @@
 Every stage is loaded once onto one device by `load()`. Per segment the LLM reads
 `[prompt text, target text, <|begin_of_audio|>, prompt speech tokens]` and samples speech tokens;
 the flow turns them into mel frames conditioned on the original prompt; HiFT (24 kHz) or Vocos2D
-(32 kHz) makes the waveform. One seeded generator per segment drives the LLM, then the flow, then
-the vocoder, as upstream's global seed does. With `max_batch` above 1, the LLM calls of concurrent
-requests are decoded together (batcher.py); flow and vocoder run per request.
+(32 kHz) makes the waveform. With `max_batch` above 1, the LLM calls of concurrent requests are
+decoded together (batcher.py); flow and vocoder run per request.
+
+Two decode paths (`decode`): "reference" is upstream's computation, the parity oracle and the CPU
+default: transformers' Llama, host-side sampling, and one seeded generator per segment that drives
+the LLM, then the flow (its two guidance branches as two calls), then the vocoder, as upstream's
+global seed does. "fast" (the CUDA default, fast_decode.py) decodes on a static KV cache with
+on-device sampling and a captured step; its flow and vocoder draw their noise from tapes seeded
+from the request's seed (noise.py).
+
+Streaming (`stream`, per request when the options carry it): the flow and the vocoder turn tokens
+into audio block by block while the LLM still decodes (streaming.py), and each segment comes out
+in several pieces. A non-streamed segment on the reference path stays upstream-exact.
 """
 
 from __future__ import annotations
@@ -26,18 +36,21 @@ from glmtts.engine import Engine
 from glmtts.engines.glm import checkpoint
 from glmtts.engines.glm.batcher import DecodeBatcher
 from glmtts.engines.glm.campplus import CamPlusSpeaker
+from glmtts.engines.glm.fast_decode import CAPTURES, DEFAULT_MAX_POSITIONS, SYNC_EVERY, FastDecoder
 from glmtts.engines.glm.flow import FlowDecoder
-from glmtts.engines.glm.llm import SpeechLM
+from glmtts.engines.glm.llm import GenerationRequest, SpeechLM
 from glmtts.engines.glm.mel import audio_to_prompt_mel
 from glmtts.engines.glm.sampling import SamplingConfig
 from glmtts.engines.glm.speech_tokenizer import SpeechTokenizer
+from glmtts.engines.glm.streaming import SegmentStreamer, StreamSchedule, tokens_to_audio_whole
 from glmtts.engines.glm.text_tokenizer import TextTokenizer
 from glmtts.engines.glm.vocoder import HiFTVocoder, Vocos2DVocoder
-from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisError, SynthesisOptions
+from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DECODES = ("fast", "reference")
 HIFT_RATE = 24000
 VOCOS_RATE = 32000
 DEFAULT_RATE = HIFT_RATE
@@ -94,21 +107,47 @@ class GLMTTSEngine(Engine):
     name = "glm-tts"
     sample_rates = (HIFT_RATE, VOCOS_RATE)
     samples = True
+    # 2: prompts arrive at their file's own rate and each consumer resamples from it (was: from 24 kHz).
+    analysis_version = "2"
 
-    def __init__(self, ckpt_root: Path, dtype: str | None = None, max_batch: int | None = None):
-        """`max_batch` None: CUDA_MAX_BATCH on a CUDA device, else 1 (decided by `load`)."""
+    def __init__(
+        self,
+        ckpt_root: Path,
+        dtype: str | None = None,
+        max_batch: int | None = None,
+        decode: str | None = None,
+        stream: bool = True,
+        capture: str | None = None,
+        max_positions: int = DEFAULT_MAX_POSITIONS,
+    ):
+        """`max_batch` None: CUDA_MAX_BATCH on a CUDA device, else 1; `decode` None: "fast" on a CUDA
+        device, else "reference" (both decided by `load`). `stream`: whether a request whose options
+        do not say streams inside its segments. `capture` (fast path): "compile", "graphs" or
+        "eager" (None: a CUDA graph of the eager step on CUDA, eager on the CPU). `max_positions`: prompt +
+        generated ids the fast path's KV cache holds per row."""
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if decode is not None and decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, not {decode!r}")
+        if capture is not None and capture not in CAPTURES:
+            raise ValueError(f"capture must be one of {CAPTURES}, not {capture!r}")
         self.ckpt_root = Path(ckpt_root)
         self._dtype_name = dtype
         self._max_batch_setting = max_batch
+        self._decode_setting = decode
+        self._capture_setting = capture
+        self._max_positions = max_positions
+        self.stream_default = stream
         self.max_batch = max_batch or 1
-        self.batcher: DecodeBatcher | None = None  # set by load() when max_batch > 1
+        self.decode = decode or "reference"
+        self.batcher: DecodeBatcher | None = None  # set by load(): max_batch > 1, or the fast path
+        self.fast: FastDecoder | None = None  # set by load() on the fast path
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
         self.load_seconds: dict[str, float] = {}
+        self.schedule = StreamSchedule()
 
     # ----------------------------------------------------------------- lifecycle
     def load(self, device: str) -> None:
@@ -130,21 +169,40 @@ class GLMTTSEngine(Engine):
             VOCOS_RATE: timed("vocos2d", Vocos2DVocoder.load, root / checkpoint.VOCOS_FILE, self.device),
         }
         self.max_batch = self._max_batch_setting or (CUDA_MAX_BATCH if self.device.type == "cuda" else 1)
-        self.batcher = DecodeBatcher(self.llm, self.max_batch) if self.max_batch > 1 else None
+        self.decode = self._decode_setting or ("fast" if self.device.type == "cuda" else "reference")
+        if self.decode == "fast":
+            self.fast = timed("fast_decode", FastDecoder, self.llm, self.max_batch, self._max_positions, self._capture_setting)
+        # The fast path always decodes in the batcher's worker thread: its static state serves one decode
+        # at a time, and a streamed request pauses between pieces while others may start.
+        if self.fast is not None:
+            self.batcher = DecodeBatcher(self.fast, self.max_batch)
+        else:
+            self.batcher = DecodeBatcher(self.llm, self.max_batch) if self.max_batch > 1 else None
         seconds = sum(self.load_seconds.values())
-        _LOGGER.info("GLM-TTS loaded on %s (%s, max batch %d) in %.1f s", self.device, self.dtype, self.max_batch, seconds)
+        _LOGGER.info(
+            "GLM-TTS loaded on %s (%s, %s decode, max batch %d) in %.1f s",
+            self.device, self.dtype, self.decode, self.max_batch, seconds,
+        )  # fmt: skip
 
     def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
-        """One short synthesis per language at each rate, with a fixed LLM length (WARMUP_TOKENS)."""
+        """Capture every decode shape of the fast path, then one short synthesis per language at each
+        rate, whole and streamed, with a fixed LLM length (WARMUP_TOKENS)."""
+        if self.fast is not None:
+            self.fast.warmup()
+            self.load_seconds["decode_capture"] = self.fast.capture_seconds
         for rate in self.sample_rates:
             options = SynthesisOptions(sample_rate=rate, forced_tokens_per_segment=WARMUP_TOKENS)
             for segments in segments_by_language.values():
-                for _ in self.synthesize_segments(segments[:1], voice, options):
-                    pass
+                for stream in (False, True):
+                    for _ in self._synthesize(segments[:1], voice, options, None, stream):
+                        pass
 
     # ----------------------------------------------------------------- prompts
     def prepare_voice(self, audio: np.ndarray, sample_rate: int, prompt_text: str, key: str) -> PromptVoice:
-        """Speech tokens, speaker embedding and 24/32 kHz prompt mels of a prompt, plus its transcript's ids."""
+        """Speech tokens, speaker embedding and 24/32 kHz prompt mels of a prompt, plus its transcript's ids.
+
+        `audio` is at the file's own rate; each consumer resamples from it once, as upstream's loaders
+        do (speech tokens and CAM++ at 16 kHz, the prompt mels at 24 and 32 kHz)."""
         self._require_loaded()
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size == 0:
@@ -166,7 +224,20 @@ class GLMTTSEngine(Engine):
 
     # ----------------------------------------------------------------- synthesis
     def synthesize_segments(
-        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions
+        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions, cancel: CancelToken | None = None
+    ) -> Iterator[SegmentAudio]:
+        """Each segment's audio: one piece, or several (`final=False` on all but the last) when the
+        request streams (`options.stream` when the options carry it, else the engine's default)."""
+        stream = options.stream
+        return self._synthesize(segments, voice, options, cancel, self.stream_default if stream is None else bool(stream))
+
+    def _synthesize(
+        self,
+        segments: list[Segment],
+        voice: PromptVoice,
+        options: SynthesisOptions,
+        cancel: CancelToken | None,
+        stream: bool,
     ) -> Iterator[SegmentAudio]:
         self._require_loaded()
         features = voice.features
@@ -182,32 +253,110 @@ class GLMTTSEngine(Engine):
         history = _PromptHistory(features.prompt_text_ids, prompt_speech)
         flow_prompt = torch.tensor(features.speech_tokens, dtype=torch.long)
         for segment in segments:
+            _check(cancel)
             text_ids = self.tokenizer.encode(segment.glm_text)
             generator = torch.Generator(device=self.device).manual_seed(options.seed)
             prompt_text, prompt_tokens = history.prompt(len(text_ids), options.use_cache)
-            llm_input = prompt_text + text_ids + [ids.begin_of_audio] + [ids.audio_start + t for t in prompt_tokens]
-            start = time.perf_counter()
-            generate = self.batcher.generate if self.batcher is not None else self.llm.generate
-            tokens = generate(
-                llm_input,
+            request = GenerationRequest(
+                prompt_text + text_ids + [ids.begin_of_audio] + [ids.audio_start + t for t in prompt_tokens],
                 min_new=int(len(text_ids) * MIN_TOKEN_TEXT_RATIO),
                 max_new=int(len(text_ids) * MAX_TOKEN_TEXT_RATIO),
                 sampling=sampling,
                 generator=generator,
                 forced_length=options.forced_tokens_per_segment,
             )
-            llm_s = time.perf_counter() - start
-            speech = [t for t in tokens if 0 <= t < ids.codebook_size]
-            if len(speech) < len(tokens):
-                _LOGGER.warning("Dropped %d generated ids outside the speech tokens", len(tokens) - len(speech))
+            speech: list[int] = []
+            if stream:
+                pieces = self._stream_segment(request, flow_prompt, features, rate, options.seed, cancel, speech)
+            else:
+                pieces = self._whole_segment(request, flow_prompt, features, rate, options.seed, cancel, speech)
+            yield from pieces
             history.append(text_ids, speech)
-            audio, flow_s, vocoder_s = self._tokens_to_audio(speech, flow_prompt, features, rate, generator)
-            yield SegmentAudio(
-                audio=audio,
-                sample_rate=rate,
-                timings={"llm": llm_s, "flow": flow_s, "vocoder": vocoder_s},
-                info={"speech_tokens": len(speech)},
-            )
+
+    def _whole_segment(
+        self,
+        request: GenerationRequest,
+        flow_prompt: torch.Tensor,
+        features: GLMVoiceFeatures,
+        rate: int,
+        seed: int,
+        cancel: CancelToken | None,
+        speech: list[int],
+    ) -> Iterator[SegmentAudio]:
+        """All tokens, then the flow and the vocoder in one pass: one piece."""
+        start = time.perf_counter()
+        for chunk in self._token_chunks(request):
+            speech.extend(self._speech_only(chunk))
+            _check(cancel)
+        llm_s = time.perf_counter() - start
+        if not speech:
+            _LOGGER.warning("No speech tokens for a segment; it is silent")
+            audio, flow_s, vocoder_s = np.zeros(0, dtype=np.float32), 0.0, 0.0
+        elif self.decode == "reference":  # upstream: the segment's generator goes on into the flow and the vocoder
+            audio, flow_s, vocoder_s = self._tokens_to_audio(speech, flow_prompt, features, rate, request.generator)
+        else:
+            audio, flow_s, vocoder_s = tokens_to_audio_whole(
+                self.flow, self.vocoders[rate], torch.tensor(speech, dtype=torch.long), flow_prompt,
+                features.prompt_mels[rate], features.speaker_embedding, seed,
+            )  # fmt: skip
+        yield SegmentAudio(
+            audio=audio,
+            sample_rate=rate,
+            timings={"llm": llm_s, "flow": flow_s, "vocoder": vocoder_s},
+            info={"speech_tokens": len(speech)},
+        )
+
+    def _stream_segment(
+        self,
+        request: GenerationRequest,
+        flow_prompt: torch.Tensor,
+        features: GLMVoiceFeatures,
+        rate: int,
+        seed: int,
+        cancel: CancelToken | None,
+        speech: list[int],
+    ) -> Iterator[SegmentAudio]:
+        """Tokens into audio block by block while the LLM decodes: pieces with `final=False`, then the
+        segment's last piece."""
+        streamer = SegmentStreamer(
+            self.flow, self.vocoders[rate], flow_prompt, features.prompt_mels[rate], features.speaker_embedding, seed,
+            self.schedule,
+        )  # fmt: skip
+        llm_s = 0.0
+        start = time.perf_counter()
+        for chunk in self._token_chunks(request):
+            llm_s += time.perf_counter() - start
+            new = self._speech_only(chunk)
+            speech.extend(new)
+            _check(cancel)
+            audio = streamer.push(new) if new else np.zeros(0, dtype=np.float32)
+            if len(audio):
+                yield SegmentAudio(audio=audio, sample_rate=rate, timings={"llm": llm_s, **streamer.timings.take()}, final=False)
+                llm_s = 0.0
+                _check(cancel)
+            start = time.perf_counter()
+        llm_s += time.perf_counter() - start
+        if not speech:
+            _LOGGER.warning("No speech tokens for a segment; it is silent")
+        audio = streamer.finish()
+        yield SegmentAudio(
+            audio=audio,
+            sample_rate=rate,
+            timings={"llm": llm_s, **streamer.timings.take()},
+            info={"speech_tokens": len(speech), "flow_blocks": streamer.blocks_run},
+        )
+
+    def _token_chunks(self, request: GenerationRequest) -> Iterator[list[int]]:
+        """The request's tokens (relative to `<|audio_0|>`) in chunks as the decode path yields them."""
+        if self.batcher is not None:
+            return self.batcher.stream(request)
+        return self.llm.stream(request)
+
+    def _speech_only(self, tokens: list[int]) -> list[int]:
+        speech = [t for t in tokens if 0 <= t < self.tokenizer.speech_ids.codebook_size]
+        if len(speech) < len(tokens):
+            _LOGGER.warning("Dropped %d generated ids outside the speech tokens", len(tokens) - len(speech))
+        return speech
 
     def _tokens_to_audio(
         self,
@@ -217,9 +366,7 @@ class GLMTTSEngine(Engine):
         rate: int,
         generator: torch.Generator,
     ) -> tuple[np.ndarray, float, float]:
-        if not speech:
-            _LOGGER.warning("No speech tokens for a segment; it is silent")
-            return np.zeros(0, dtype=np.float32), 0.0, 0.0
+        """Upstream's flow (guidance as two calls) and vocoder, continuing the segment's generator."""
         start = time.perf_counter()
         mel = self.flow.tokens_to_mel(
             torch.tensor(speech, dtype=torch.long),
@@ -227,6 +374,7 @@ class GLMTTSEngine(Engine):
             features.prompt_mels[rate],
             features.speaker_embedding,
             generator,
+            batched_cfg=False,
         )  # [F, 80]
         _synchronize(self.device)
         flow_s = time.perf_counter() - start
@@ -236,13 +384,17 @@ class GLMTTSEngine(Engine):
 
     # ----------------------------------------------------------------- memory and status
     def memory_report(self) -> dict[str, float]:
-        """VRAM allocated/reserved on CUDA and the weight bytes of each stage, in MiB."""
+        """VRAM allocated/reserved/peak on CUDA, the fast path's KV cache and the weight bytes of each
+        stage, in MiB."""
         report: dict[str, float] = {}
         if self.device is None:
             return report
         if self.device.type == "cuda":
             report["vram_allocated"] = torch.cuda.memory_allocated(self.device) / _MIB
             report["vram_reserved"] = torch.cuda.memory_reserved(self.device) / _MIB
+            report["vram_peak"] = torch.cuda.max_memory_allocated(self.device) / _MIB
+        if self.fast is not None:
+            report["kv_cache"] = self.fast.kv_cache_bytes / _MIB
         stages = {
             "llm": self.llm,
             "speech_tokenizer": self.speech_tokenizer,
@@ -265,6 +417,13 @@ class GLMTTSEngine(Engine):
         facts["dtype"] = str(self.dtype).removeprefix("torch.") if self.dtype else self._dtype_name
         facts["device"] = str(self.device) if self.device else None
         facts["max_batch"] = self.max_batch
+        facts["decode"] = self.decode
+        facts["stream"] = self.stream_default
+        if self.fast is not None:
+            facts["decode_capture"] = self.fast.capture
+            facts["decode_sync_every"] = SYNC_EVERY
+            facts["decode_buckets"] = {"rows": self.fast.batch_sizes, "positions": list(self.fast.buckets)}
+            facts["kv_cache_mib"] = round(self.fast.kv_cache_bytes / _MIB, 1)
         facts["load_seconds"] = {name: round(seconds, 2) for name, seconds in self.load_seconds.items()}
         return facts
 
@@ -279,6 +438,11 @@ class GLMTTSEngine(Engine):
     def _require_loaded(self) -> None:
         if self.device is None:
             raise RuntimeError("GLMTTSEngine.load(device) must be called first")
+
+
+def _check(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.check()
 
 
 def _resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:

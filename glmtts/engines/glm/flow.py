@@ -148,6 +148,49 @@ class _FlowModule(nn.Module):
         self.estimator = DiT(config.dit_sizes())
 
 
+@dataclass
+class FlowStepCache:
+    """The ODE state entering each Euler step of one flow run, [1, N, 80] per step (upstream's
+    `last_step_cache`): a stream pins the frames it has decided to these in its next run."""
+
+    states: list[torch.Tensor]
+
+
+# Upstream's DiT converts the block sizes of its streaming mask from tokens to frames as if tokens
+# were 12.5 Hz and frames 22050 / 256 Hz (a leftover of an older model): 25 tokens -> 172 frames,
+# where the 25 Hz model has 50. Kept, so the mask is the one the official code builds.
+MASK_TOKEN_RATE = 12.5
+MASK_FRAME_RATE = 22050 / 256
+_MASK_SMALL_BLOCK = 172  # frames: blocks up to this size look ahead at least half a block, larger ones 1 / 1.5
+
+
+def mask_block_frames(tokens: int) -> int:
+    """A streaming block of `tokens` tokens in frames of the attention mask (upstream's conversion)."""
+    return int(tokens / MASK_TOKEN_RATE * MASK_FRAME_RATE)
+
+
+def block_causal_mask(block_frames: list[int], frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[frames, frames] bool: upstream's block-causal pattern. Blocks of `block_frames` (the last size
+    repeated) follow each other; a frame sees every frame up to the end of its own block and, near the
+    end of a block, at least `min_future` frames ahead (half the block, or 1 / 1.5 of blocks over 172
+    frames)."""
+    if not block_frames or frames <= 0:
+        raise ValueError("need at least one block and one frame")
+    sizes = list(block_frames)
+    while sum(sizes) < frames:
+        sizes.append(block_frames[-1])
+    sizes_t = torch.tensor(sizes, dtype=torch.long)
+    ends = sizes_t.cumsum(0)
+    index = torch.arange(frames)
+    block = torch.searchsorted(ends, index, right=True)  # the first block whose end is past the frame
+    size = sizes_t[block]
+    end = ends[block]
+    look_future = end - 1 - index
+    min_future = torch.where(size <= _MASK_SMALL_BLOCK, (size.double() / 2).long(), (size.double() / 1.5).long())
+    visible_end = end + (min_future - look_future).clamp(min=0)
+    return (torch.arange(frames)[None, :] < visible_end[:, None]).to(device)
+
+
 class FlowDecoder:
     """Owns the flow DiT and turns speech tokens into mel frames for one prompt voice."""
 
@@ -193,24 +236,57 @@ class FlowDecoder:
     def mel_frames_for_tokens(self, n_tokens: int) -> int:
         return self.config.mel_frames_for_tokens(n_tokens)
 
-    @torch.inference_mode()
     def tokens_to_mel(
         self,
         tokens: torch.Tensor,  # [T] speech-token ids (25 Hz)
         prompt_tokens: torch.Tensor,  # [Tp]
         prompt_mel: torch.Tensor,  # [Fp, 80] from audio_to_prompt_mel
         speaker_embedding: torch.Tensor,  # [192] CAM++ embedding (normalised here)
-        generator: torch.Generator,
+        generator: torch.Generator | None = None,
         steps: int = 10,
         cfg_strength: float = 0.7,
+        *,
+        noise: torch.Tensor | None = None,  # [N, 80] instead of a draw from `generator`
+        batched_cfg: bool = True,
     ) -> torch.Tensor:  # [F, 80] float32, prompt frames cut
         """Euler-integrates the flow from one noise draw [1, frames, 80] (the only use of
-        `generator`) with guidance: v = (1 + s) v(cond) - s v(uncond), where the unconditional
-        branch has no prompt mel and no speaker (and no tokens if the config's speech_token_cfg)."""
+        `generator`; or the given `noise`) with guidance: v = (1 + s) v(cond) - s v(uncond), where
+        the unconditional branch has no prompt mel and no speaker (and no tokens if the config's
+        speech_token_cfg). `batched_cfg` runs both branches as one batch of two (faster); False runs
+        them as two calls, as upstream does (the parity mode: the mel differs by ~2e-7)."""
+        mel, _ = self.tokens_to_mel_cached(
+            tokens, prompt_tokens, prompt_mel, speaker_embedding, generator=generator, noise=noise, steps=steps,
+            cfg_strength=cfg_strength, batched_cfg=batched_cfg,
+        )  # fmt: skip
+        return mel
+
+    @torch.inference_mode()
+    def tokens_to_mel_cached(
+        self,
+        tokens: torch.Tensor,  # [T]
+        prompt_tokens: torch.Tensor,  # [Tp]
+        prompt_mel: torch.Tensor,  # [Fp, 80]
+        speaker_embedding: torch.Tensor,  # [192]
+        *,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,  # [N, 80]
+        steps: int = 10,
+        cfg_strength: float = 0.7,
+        batched_cfg: bool = True,
+        attention_mask: torch.Tensor | None = None,  # [N, N] bool: block-causal streaming
+        cache: FlowStepCache | None = None,  # a previous run's step states...
+        pinned_frames: int = 0,  # ...whose first frames are pinned at every step (upstream's step cache)
+        keep_cache: bool = False,
+    ) -> tuple[torch.Tensor, FlowStepCache | None]:
+        """`tokens_to_mel` as upstream's `inference_with_cache`: optionally with an attention mask,
+        and with the state entering every step overwritten on the first `pinned_frames` frames by
+        `cache` (the frames a stream has already decided), returning this run's step states."""
         if tokens.numel() == 0:
             raise ValueError("no speech tokens to decode")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if (generator is None) == (noise is None):
+            raise ValueError("give exactly one of generator and noise")
         mel_dim = self.config.mel_dim
         if prompt_mel.ndim != 2 or prompt_mel.shape[1] != mel_dim:
             raise ValueError(f"prompt mel must be [frames, {mel_dim}], got {tuple(prompt_mel.shape)}")
@@ -228,35 +304,57 @@ class FlowDecoder:
             projected = self._module.spk_embed_affine_layer(speaker.to(self.dtype)).float()  # [1, spk_embed_dim]
             condition = torch.cat([condition, projected[:, None].expand(-1, frames, -1)], dim=-1)
 
-        noise = torch.randn((1, frames, mel_dim), generator=generator, device=generator.device, dtype=torch.float32)
-        x = noise.to(device)  # [1, N, 80], the ODE state stays float32
+        if noise is None:
+            noise = torch.randn((1, frames, mel_dim), generator=generator, device=generator.device, dtype=torch.float32)
+        noise = noise.reshape(1, -1, mel_dim)
+        if noise.shape[1] != frames:
+            raise ValueError(f"noise has {noise.shape[1]} frames, the tokens make {frames}")
+        x = noise.to(device, torch.float32)  # [1, N, 80], the ODE state stays float32
 
         guided = cfg_strength > 0
         token_embedding = self.dit.embed_tokens(all_tokens, frames)  # [1, N, E]
-        if guided:
-            if self.config.speech_token_cfg:
-                token_embedding = torch.cat([token_embedding, self.dit.embed_tokens(torch.zeros_like(all_tokens), frames)])
-            condition = torch.cat([condition, torch.zeros_like(condition)])  # [2, N, C]
-            speaker = torch.cat([speaker, torch.zeros_like(speaker)])  # [2, 192]
-        batch = condition.shape[0]
+        uncond_tokens = token_embedding
+        if guided and self.config.speech_token_cfg:
+            uncond_tokens = self.dit.embed_tokens(torch.zeros_like(all_tokens), frames)
         condition = condition.to(self.dtype)
         speaker = speaker.to(self.dtype)
+        if guided and batched_cfg:
+            token_embedding = torch.cat([token_embedding, uncond_tokens]) if uncond_tokens is not token_embedding else token_embedding
+            condition = torch.cat([condition, torch.zeros_like(condition)])  # [2, N, C]
+            speaker = torch.cat([speaker, torch.zeros_like(speaker)])  # [2, 192]
+        mask = None if attention_mask is None else attention_mask.to(device)
 
+        def velocity_of(state: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            state = state.to(self.dtype)
+            if not guided:
+                return self.dit(state, condition, token_embedding, t[None], speaker, mask).float()
+            if batched_cfg:
+                both = self.dit(state.expand(2, -1, -1), condition, token_embedding, t.expand(2), speaker, mask).float()
+                cond, uncond = both[:1], both[1:]
+            else:  # upstream: two calls
+                cond = self.dit(state, condition, token_embedding, t[None], speaker, mask).float()
+                uncond = self.dit(
+                    state, torch.zeros_like(condition), uncond_tokens, t[None], torch.zeros_like(speaker), mask
+                ).float()
+            return (1.0 + cfg_strength) * cond - cfg_strength * uncond
+
+        states: list[torch.Tensor] = []
         schedule = self._time_schedule(steps)  # [steps + 1]
         t = schedule[0]
         dt = schedule[1] - schedule[0]
         for step in range(1, steps + 1):
-            velocity = self.dit(
-                x.to(self.dtype).expand(batch, -1, -1), condition, token_embedding, t.expand(batch), speaker
-            ).float()
-            if guided:
-                velocity = (1.0 + cfg_strength) * velocity[:1] - cfg_strength * velocity[1:]
-            x = x + dt * velocity
+            if cache is not None and pinned_frames > 0:
+                cached = cache.states[step - 1]
+                pinned = min(frames, pinned_frames, cached.shape[1])
+                x[:, :pinned] = cached[:, :pinned]
+            if keep_cache:
+                states.append(x.clone())
+            x = x + dt * velocity_of(x, t)
             # Upstream accumulates t and derives each dt from it; same float32 arithmetic here.
             t = t + dt
             if step < steps:
                 dt = schedule[step + 1] - t
-        return x[0, prompt_frames:]
+        return x[0, prompt_frames:], (FlowStepCache(states) if keep_cache else None)
 
     def _time_schedule(self, steps: int) -> torch.Tensor:
         span = torch.linspace(0, 1, steps + 1, device=self.device)

@@ -3,6 +3,11 @@
 Mel [B, 80, T] at 50 Hz -> 24 kHz audio [B, T * 480]. Submodule names reproduce the official
 `hift.pt` keys; weight-normalised convolutions are stored there as two tensors (magnitude and
 direction) and are folded into plain `weight`s at load time (see `fold_weight_norm`).
+
+`forward` is upstream's computation, random stream included. `window_to_audio` is the same network
+for the fast and streaming paths: it takes the F0 and the accumulated harmonic phase from its caller
+(so a window of a longer mel continues the phase of the frames before it) and noise from a tape, and
+keeps the phase in float64 (upstream accumulates it in float32, which loses precision on long audio).
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class _Snake(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T]
         alpha = self.alpha[None, :, None]
-        return x + torch.sin(x * alpha).pow(2) / (alpha + _SNAKE_EPS)
+        return x + (1.0 / (alpha + _SNAKE_EPS)) * torch.sin(x * alpha).pow(2)  # upstream's order of operations
 
 
 class _ResBlock(nn.Module):
@@ -142,6 +147,21 @@ class _HarmonicSource(nn.Module):
         return merged.transpose(1, 2)
 
 
+def sample_phase(cumulative: torch.Tensor, samples_per_frame: int) -> torch.Tensor:
+    """Harmonic phases [B, F * up, H+1] (float32 radians in [0, 2 pi)) from the cycles accumulated
+    through each frame, [B, F, H+1] float64: upstream's linear upsampling of the frame phases
+    (align_corners False: sample i reads frame position (i + 0.5) / up - 0.5, clamped at 0 and at
+    the last frame), reduced to one turn before the sine."""
+    frames = cumulative.shape[1]
+    up = samples_per_frame
+    source = ((torch.arange(frames * up, device=cumulative.device, dtype=torch.float64) + 0.5) / up - 0.5).clamp(min=0)
+    low = source.floor().long().clamp(max=frames - 1)
+    high = (low + 1).clamp(max=frames - 1)
+    weight = (source - low)[None, :, None]
+    turns = up * (cumulative[:, low] + weight * (cumulative[:, high] - cumulative[:, low]))
+    return (2 * math.pi * torch.frac(turns)).float()
+
+
 def _draw(sampler, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """A float32 draw on the generator's device, moved to `device`."""
     return sampler(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
@@ -193,6 +213,34 @@ class HiFTGenerator(nn.Module):
             if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)) and name.split(".")[0] not in plain
         ]
 
+    def frame_cycles(self, f0: torch.Tensor) -> torch.Tensor:
+        """F0 [B, F] Hz -> cycles per sample of each harmonic, [B, F, H+1] float32 in [0, 1), computed
+        as upstream does per sample (the frame's value is every one of its samples' value)."""
+        multiples = torch.arange(1, self.sizes.harmonics + 2, device=f0.device, dtype=torch.float32)
+        return (f0[..., None] * multiples / self.sizes.sample_rate) % 1
+
+    def predict_f0(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel [B, 80, F] -> F0 [B, F] Hz float32 (a frame depends on the 5 frames either side)."""
+        return self.f0_predictor(mel.to(self.conv_pre.weight.dtype)).float()
+
+    def window_to_audio(
+        self,
+        mel: torch.Tensor,  # [1, 80, F]
+        f0: torch.Tensor,  # [1, F] Hz
+        cumulative: torch.Tensor,  # [1, F, H+1] float64: cycles accumulated through each frame
+        noise: torch.Tensor,  # [1, F * up, H+1] standard normal
+    ) -> torch.Tensor:  # [1, F * up]
+        """The generator on a window whose F0, phase and noise the caller supplies (see module doc)."""
+        sizes = self.sizes
+        up = sizes.samples_per_frame
+        sines = torch.sin(sample_phase(cumulative, up)) * sizes.sine_amp  # [1, L, H+1]
+        voiced = (f0 > sizes.voiced_threshold).float().repeat_interleave(up, dim=1)[:, :, None]  # [1, L, 1]
+        noise_amp = voiced * sizes.noise_std + (1 - voiced) * sizes.sine_amp / 3
+        excitation = sines * voiced + noise_amp * noise.to(sines.device, torch.float32)
+        weight = self.m_source.l_linear.weight
+        source = torch.tanh(self.m_source.l_linear(excitation.to(weight.dtype))).transpose(1, 2)  # [1, 1, L]
+        return self._decode(mel.to(self.conv_pre.weight.dtype), source.float())
+
     def forward(self, mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         sizes = self.sizes
         mel = mel.to(self.conv_pre.weight.dtype)
@@ -239,7 +287,9 @@ def _hann(size: int, device: torch.device) -> torch.Tensor:
 
 def fold_weight_norm(state: dict[str, torch.Tensor], names: list[str], path: object) -> dict[str, torch.Tensor]:
     """Replaces each weight-normalised pair (magnitude g, direction v; dim 0) by `name.weight`
-    = g * v / ||v||. Accepts torch's parametrization names and the legacy weight_g / weight_v."""
+    = g * v / ||v||, computed by `torch._weight_norm` as upstream's parametrization does (a hand-written
+    g * v / ||v|| differs from it by an ulp in about a fifth of the weights). Accepts torch's
+    parametrization names and the legacy weight_g / weight_v."""
     folded = dict(state)
     for name in names:
         for magnitude_suffix, direction_suffix in _WEIGHT_NORM_NAMES:
@@ -251,8 +301,7 @@ def fold_weight_norm(state: dict[str, torch.Tensor], names: list[str], path: obj
                     raise CheckpointError(
                         f"{path}: key {magnitude_key!r} has shape {tuple(magnitude.shape)}, expected {expected}"
                     )
-                norm = torch.linalg.vector_norm(direction.flatten(1), dim=1).view(expected)
-                folded[f"{name}.weight"] = direction * (magnitude / norm)
+                folded[f"{name}.weight"] = torch._weight_norm(direction, magnitude, 0)
                 break
         else:
             raise CheckpointError(f"{path}: missing key {name + '.' + _WEIGHT_NORM_NAMES[0][0]!r}")

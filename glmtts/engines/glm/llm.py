@@ -9,11 +9,12 @@ per step (left-padded rows, each with its own lengths, sampling settings and gen
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 TIED_HEAD_KEY = "lm_head.weight"
 PAD_ID = 0  # fed at left padding and after a row has finished; masked out or ignored, so any id does
+# transformers 5 renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40).
+_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -100,7 +103,6 @@ class SpeechLM:
         decoding = Decoding(self.model, self.device, len(prompt_ids) + max_new)
         return decoding, decoding.feed(prompt_ids)
 
-    @torch.inference_mode()
     def generate(
         self,
         prompt_ids: list[int],
@@ -115,72 +117,101 @@ class SpeechLM:
         Stops at the end token (never before `min_new` tokens) or after `max_new` tokens. With
         `forced_length` (benchmarks) exactly that many tokens are drawn, all from the speech range.
         """
+        request = GenerationRequest(prompt_ids, min_new, max_new, sampling, generator, forced_length)
+        return [token for chunk in self.stream(request) for token in chunk]
+
+    def stream(self, request: GenerationRequest) -> Iterator[list[int]]:
+        """`generate`, yielding each token as soon as it is drawn (as a list of one)."""
         ids = self.speech_ids
+        min_new, max_new = request.min_new, request.max_new
         outside_speech = None  # [vocab] bool, forced mode only
-        if forced_length is not None:
-            min_new = max_new = forced_length
+        if request.forced_length is not None:
+            min_new = max_new = request.forced_length
             outside_speech = self._outside_speech()
         if max_new <= 0:
-            return []
-        decoding, logits = self.start(prompt_ids, max_new)
+            return
+        with torch.inference_mode():
+            decoding, logits = self.start(request.prompt_ids, max_new)
         tokens: list[int] = []
         while len(tokens) < max_new:
-            if outside_speech is not None:
-                logits = logits.masked_fill(outside_speech, -math.inf)
-            token = sample_token(
-                logits.log_softmax(dim=-1), tokens, ids.end_of_speech, len(tokens) >= min_new, sampling, generator
-            )
-            if token == ids.end_of_speech:
-                break
-            tokens.append(token)
-            if len(tokens) < max_new:
-                logits = decoding.feed([token])
-        return [token - ids.audio_start for token in tokens]
+            with torch.inference_mode():
+                if outside_speech is not None:
+                    logits = logits.masked_fill(outside_speech, -math.inf)
+                token = sample_token(
+                    logits.log_softmax(dim=-1), tokens, ids.end_of_speech, len(tokens) >= min_new, request.sampling,
+                    request.generator,
+                )  # fmt: skip
+                if token == ids.end_of_speech:
+                    return
+                tokens.append(token)
+                if len(tokens) < max_new:
+                    logits = decoding.feed([token])
+            yield [token - ids.audio_start]
 
-    @torch.inference_mode()
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
         """`generate` for several prompts in one forward per step; each row stops on its own.
 
         Rows that have finished keep feeding PAD_ID until the last one stops; their logits are ignored.
         """
+        rows: list[list[int]] = [[] for _ in requests]
+        for chunks in self.stream_batch(requests):
+            for row, chunk in zip(rows, chunks):
+                row.extend(chunk)
+        return rows
+
+    def stream_batch(
+        self, requests: Sequence[GenerationRequest], stopped: Callable[[int], bool] | None = None
+    ) -> Iterator[list[list[int]]]:
+        """`generate_batch`, yielding each row's new token (or nothing) after every step.
+        `stopped(row)` True ends a row early (its caller went away). One request runs `stream`, the
+        upstream-exact single-sequence path."""
+        if len(requests) == 1:
+            for chunk in self.stream(requests[0]):
+                yield [chunk]
+                if stopped is not None and stopped(0):
+                    return
+            return
         ids = self.speech_ids
         bounds = [(r.forced_length, r.forced_length) if r.forced_length is not None else (r.min_new, r.max_new) for r in requests]
         outside_speech = self._outside_speech() if any(r.forced_length is not None for r in requests) else None
         tokens: list[list[int]] = [[] for _ in requests]
         active = [max_new > 0 for _, max_new in bounds]
         if not any(active):
-            return tokens
-        decoding = BatchDecoding(self.model, self.device, [r.prompt_ids for r in requests], max(m for _, m in bounds))
-        logits = decoding.prefill()  # [B, vocab]
+            return
+        with torch.inference_mode():
+            decoding = BatchDecoding(self.model, self.device, [r.prompt_ids for r in requests], max(m for _, m in bounds))
+            logits = decoding.prefill()  # [B, vocab]
         while any(active):
             next_ids = [PAD_ID] * len(requests)
-            for row, request in enumerate(requests):
-                if not active[row]:
-                    continue
-                min_new, max_new = bounds[row]
-                row_logits = logits[row]  # [vocab]
-                if request.forced_length is not None:
-                    row_logits = row_logits.masked_fill(outside_speech, -math.inf)
-                history = tokens[row]
-                token = sample_token(
-                    row_logits.log_softmax(dim=-1),
-                    history,
-                    ids.end_of_speech,
-                    len(history) >= min_new,
-                    request.sampling,
-                    request.generator,
-                )
-                if token == ids.end_of_speech:
-                    active[row] = False
-                    continue
-                history.append(token)
-                if len(history) < max_new:
-                    next_ids[row] = token
-                else:
-                    active[row] = False
-            if any(active):
-                logits = decoding.feed(next_ids)
-        return [[token - ids.audio_start for token in row] for row in tokens]
+            new: list[list[int]] = [[] for _ in requests]
+            with torch.inference_mode():
+                for row, request in enumerate(requests):
+                    if not active[row]:
+                        continue
+                    if stopped is not None and stopped(row):
+                        active[row] = False
+                        continue
+                    min_new, max_new = bounds[row]
+                    row_logits = logits[row]  # [vocab]
+                    if request.forced_length is not None:
+                        row_logits = row_logits.masked_fill(outside_speech, -math.inf)
+                    history = tokens[row]
+                    token = sample_token(
+                        row_logits.log_softmax(dim=-1), history, ids.end_of_speech, len(history) >= min_new,
+                        request.sampling, request.generator,
+                    )  # fmt: skip
+                    if token == ids.end_of_speech:
+                        active[row] = False
+                        continue
+                    history.append(token)
+                    new[row].append(token - ids.audio_start)
+                    if len(history) < max_new:
+                        next_ids[row] = token
+                    else:
+                        active[row] = False
+                if any(active):
+                    logits = decoding.feed(next_ids)
+            yield new
 
     def _outside_speech(self) -> torch.Tensor:
         """[vocab] bool: True for every id that is not a speech token."""
@@ -213,10 +244,10 @@ class Decoding:
         self._length += len(ids)
         out = self._model(
             input_ids=input_ids,
-            past_key_values=self._cache,
             cache_position=positions,
             use_cache=True,
             logits_to_keep=1,
+            **{_CACHE_ARGUMENT: self._cache},
         )
         return out.logits[0, -1].float()
 
@@ -262,9 +293,9 @@ class BatchDecoding:
             input_ids=input_ids,
             attention_mask=self._attention_mask,
             position_ids=positions,
-            past_key_values=self._cache,
             use_cache=True,
             logits_to_keep=1,
+            **{_CACHE_ARGUMENT: self._cache},
         )
         return out.logits[:, -1].float()
 

@@ -28,8 +28,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from glmtts.audio import resample
 from glmtts.engines.glm.errors import CheckpointError
+from glmtts.engines.glm.mel import resample
 from glmtts.engines.glm.whisper_features import HOP_LENGTH, N_FFT, SAMPLE_RATE, whisper_log_mel
 
 _LOGGER = logging.getLogger(__name__)
@@ -310,7 +310,8 @@ class SpeechTokenizer:
         audio = np.asarray(audio, dtype=np.float32)
         if audio.size == 0:
             return torch.zeros(0, dtype=torch.long)
-        samples = resample(audio, sample_rate, config.sampling_rate)
+        # torchaudio's resampler, from the prompt's own rate, as upstream's tokenizer does
+        samples = resample(torch.from_numpy(audio), sample_rate, config.sampling_rate).numpy()
         step = config.chunk_samples
         chunks = [samples[start : start + step] for start in range(0, len(samples), step)]
         # Upstream runs the chunks of one audio as one batch padded to the longest chunk (rounded

@@ -226,11 +226,28 @@ def _read_added_tokens(directory: Path) -> tuple[dict[str, int], dict[str, tuple
 # ----------------------------------------------------------------------------- random tokenizer
 
 
+# The phoneme tokens of the official tokenizer_config.json, for the random writer: 21 initials, then
+# finals with the tones the inventory has (5 is the neutral tone). The same inventory as the frontend's
+# glmtts.frontend.phonemes (a test holds them equal); spelled out here because that package needs the
+# text-normalization stack, which a bare GPU machine writing a random checkpoint does not have.
+_INITIALS = "B C CH D F G H J K L M N P Q R S SH T X Z ZH".split()
+_FINALS_ALL_TONES = "A AI AN ANG AO E EI EN ENG I IA IAN IANG IAO IE II III IN ING IOU O ONG OU U UA UANG UEI UEN UO V VAN VN"
+_FINAL_TONES = {
+    **dict.fromkeys(_FINALS_ALL_TONES.split(), "12345"),
+    "ER": "234",
+    "IO": "1",
+    "IONG": "1234",
+    "UAI": "1234",
+    "UAN": "1234",
+    "UENG": "134",
+    "VE": "1234",
+}
+
+
 def phoneme_symbols() -> list[str]:
     """The 204 GLM-TTS phoneme symbols: initials, then finals with tones in sorted order."""
-    from glmtts.frontend.phonemes import FINALS, INITIALS
-
-    return list(INITIALS) + sorted(FINALS)
+    finals = {f"{final}{tone}" for final, tones in _FINAL_TONES.items() for tone in tones}
+    return list(_INITIALS) + sorted(finals)
 
 
 def write_random_tokenizer(directory: Path, size: str = "tiny", seed: int = 0) -> None:

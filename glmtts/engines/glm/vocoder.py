@@ -1,17 +1,31 @@
 """Vocoders for the flow's 80-bin log mel at 50 Hz: HiFT (24 kHz, `hift/hift.pt`) and Vocos2D
-(32 kHz, the TorchScript `vocos2d/generator_jit.ckpt`), plus writers of random checkpoints."""
+(32 kHz, the TorchScript `vocos2d/generator_jit.ckpt`), their streams, and writers of random
+checkpoints.
+
+A stream (`HiFTVocoder.stream`, `Vocos2DVocoder.stream`) turns a mel that grows block by block into
+audio. Each call vocodes a window: CONTEXT frames already emitted on the left (their F0 and phase
+as they were), the new final frames, and as right context whatever provisional frames the flow has
+computed past them. Emitted audio stops RIGHT_MARGIN frames before the end of what is known unless
+provisional frames cover that margin, and (HiFT) STATE_MARGIN frames before the end of the final
+frames, so the F0 and phase carried into the next window never depend on provisional mel; the last
+FADE frames computed past the emitted audio are kept and cross-faded with the next window's audio. When the provisional frames turn out final, the
+windows reproduce one pass over the whole mel (the margins cover the networks' receptive fields,
+measured: HiFT +-12 frames from the mel, +-10 from the source, +-5 for F0).
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from glmtts.engines.glm.errors import CheckpointError
 from glmtts.engines.glm.hift import HiFTGenerator, HiFTSizes, fold_weight_norm, unfold_weight_norm
+from glmtts.engines.glm.noise import NoiseTape
 from glmtts.engines.glm.state_dict import assign_state_dict, random_weight, read_torch_state_dict
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,7 +45,16 @@ _VOCOS_FF_MULT = 3
 # Random HiFT output layer: scale and shift so that exp(log magnitude) stays well below clipping.
 _QUIET_POST_SCALE = 0.2
 _QUIET_POST_SHIFT = -1.0
+# Random F0 read-out: a voice-like F0 (mostly 60-300 Hz, sometimes unvoiced), so the harmonic source runs.
+_F0_READOUT_SCALE = 60.0
+_F0_READOUT_SHIFT = 150.0
 _VOCOS_KERNEL = 7
+HIFT_CONTEXT_FRAMES = 16  # left context of a window: the mel / source receptive fields are 12 / 10 frames
+HIFT_RIGHT_MARGIN_FRAMES = 18  # F0 (5) + phase interpolation (1) + source (10) frames, rounded up
+HIFT_STATE_MARGIN_FRAMES = 6  # F0 (5) + phase interpolation (1): the carried state sees final mel only
+VOCOS_CONTEXT_FRAMES = 32  # the official generator is a black box: generous windows
+VOCOS_RIGHT_MARGIN_FRAMES = 32
+FADE_FRAMES = 2  # audio cross-fade where one window's provisional audio meets the next window's
 
 
 class HiFTVocoder:
@@ -65,6 +88,15 @@ class HiFTVocoder:
             return torch.zeros(0, device=self.device)
         audio = self._model(mel.to(self.device).T[None], generator)  # [1, samples]
         return audio[0].float()
+
+    def stream(self, seed: int) -> HiFTStream:
+        """A stream over this vocoder whose source noise comes from a tape seeded with `seed`."""
+        return HiFTStream(self._model, self.device, seed)
+
+    def mel_to_audio_seeded(self, mel: torch.Tensor, seed: int) -> np.ndarray:
+        """The fast path's whole-utterance vocoding: one window of a stream (float64 phase, tape noise)."""
+        stream = self.stream(seed)
+        return np.concatenate([stream.push(mel), stream.finish()])
 
 
 class Vocos2DVocoder:
@@ -102,6 +134,132 @@ class Vocos2DVocoder:
         audio = self._model(frames + _VOCOS_MEL_OFFSET)  # [1, samples]
         return audio.reshape(-1).float()
 
+    def stream(self, seed: int | None = None) -> VocosStream:
+        """A stream over this vocoder (deterministic: `seed` is accepted for interface parity)."""
+        return VocosStream(self, self.device)
+
+    def mel_to_audio_seeded(self, mel: torch.Tensor, seed: int | None = None) -> np.ndarray:
+        return self.mel_to_audio(mel).cpu().numpy().astype(np.float32)
+
+
+class _WindowedStream:
+    """The bookkeeping shared by the vocoder streams: mel so far, what was emitted, the cross-fade tail."""
+
+    context_frames = 0
+    right_margin_frames = 0
+    state_margin_frames = 0
+    samples_per_frame = 0
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._final = torch.zeros(0, _MEL_BINS, device=device)  # [T, 80] mel that will not change
+        self._emitted = 0  # frames of audio handed out
+        self._tail = np.zeros(0, dtype=np.float32)  # provisional audio just past the emitted frames
+
+    @property
+    def emitted_frames(self) -> int:
+        return self._emitted
+
+    def push(self, final: torch.Tensor, provisional: torch.Tensor | None = None) -> np.ndarray:
+        """Add `final` mel frames [n, 80]; `provisional` [m, 80] frames past them serve as right
+        context. Returns the audio that is now ready (maybe none)."""
+        _check_mel(final)
+        self._final = torch.cat([self._final, final.to(self.device, torch.float32)])
+        known = self._final.shape[0]
+        right = 0 if provisional is None else provisional.shape[0]
+        until = min(known - (self.state_margin_frames if right else 0), known + right - self.right_margin_frames)
+        if until <= self._emitted:
+            return np.zeros(0, dtype=np.float32)
+        mel = self._final if provisional is None else torch.cat([self._final, provisional.to(self.device, torch.float32)])
+        return self._emit(mel, until, final=False)
+
+    def finish(self) -> np.ndarray:
+        """The rest of the audio, to the end of the final mel."""
+        if self._final.shape[0] <= self._emitted:
+            tail, self._tail = self._tail, np.zeros(0, dtype=np.float32)
+            return tail[:0]
+        return self._emit(self._final, self._final.shape[0], final=True)
+
+    def _emit(self, mel: torch.Tensor, until: int, final: bool) -> np.ndarray:
+        start = max(0, self._emitted - self.context_frames)
+        window = self._window_audio(mel, start)  # audio of frames [start, len(mel))
+        up = self.samples_per_frame
+        offset = (self._emitted - start) * up
+        audio = window[offset : (until - start) * up].copy()
+        fade = min(len(self._tail), len(audio))
+        if fade:
+            ramp = (np.arange(1, fade + 1, dtype=np.float32) / (fade + 1)).astype(np.float32)
+            audio[:fade] = self._tail[:fade] * (1 - ramp) + audio[:fade] * ramp
+        self._tail = np.zeros(0, dtype=np.float32) if final else window[(until - start) * up : (until - start + FADE_FRAMES) * up]
+        self._emitted = until
+        return audio
+
+    def _window_audio(self, mel: torch.Tensor, start: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class HiFTStream(_WindowedStream):
+    """HiFT over a growing mel: windows continue the F0, the accumulated harmonic phase and the
+    tape noise of the frames before them."""
+
+    context_frames = HIFT_CONTEXT_FRAMES
+    right_margin_frames = HIFT_RIGHT_MARGIN_FRAMES
+    state_margin_frames = HIFT_STATE_MARGIN_FRAMES
+
+    def __init__(self, model: HiFTGenerator, device: torch.device, seed: int) -> None:
+        super().__init__(device)
+        self._model = model
+        sizes = model.sizes
+        self.samples_per_frame = sizes.samples_per_frame
+        channels = sizes.harmonics + 1
+        self._tape = NoiseTape(seed, channels, block_rows=self.samples_per_frame * 50)
+        self._f0 = torch.zeros(0, device=device)  # [emitted] Hz as used for the emitted audio
+        self._cumulative = torch.zeros(0, channels, dtype=torch.float64, device=device)  # cycles through each frame
+
+    @torch.inference_mode()
+    def _window_audio(self, mel: torch.Tensor, start: int) -> np.ndarray:
+        emitted = self._emitted
+        up = self.samples_per_frame
+        window = mel[start:].T[None]  # [1, 80, Fw]
+        f0 = self._model.predict_f0(window)[0]  # [Fw]
+        known = emitted - start
+        f0[:known] = self._f0[start:emitted]  # the context frames as they were emitted
+        cycles = self._model.frame_cycles(f0).double()  # [Fw, H+1]
+        before = self._cumulative[emitted - 1] if emitted else torch.zeros_like(cycles[0])
+        cumulative = torch.cat([self._cumulative[start:emitted], before + cycles[known:].cumsum(0)])
+        noise = self._tape.rows(start * up, mel.shape[0] * up).to(self.device)
+        audio = self._model.window_to_audio(window, f0[None], cumulative[None], noise[None])[0]
+        # Keep what the next window needs of the frames emitted now (the caller emits up to `until`).
+        self._f0 = torch.cat([self._f0[:emitted], f0[known:]])
+        self._cumulative = torch.cat([self._cumulative[:emitted], cumulative[known:]])
+        self._tape.release_before(max(0, emitted - self.context_frames) * up)
+        return audio.float().cpu().numpy()
+
+    def _emit(self, mel: torch.Tensor, until: int, final: bool) -> np.ndarray:
+        audio = super()._emit(mel, until, final)
+        self._f0 = self._f0[:until]
+        self._cumulative = self._cumulative[:until]
+        return audio
+
+
+class VocosStream(_WindowedStream):
+    """Vocos2D over a growing mel, in overlapping windows (the generator is stateless)."""
+
+    context_frames = VOCOS_CONTEXT_FRAMES
+    right_margin_frames = VOCOS_RIGHT_MARGIN_FRAMES
+
+    def __init__(self, vocoder: Vocos2DVocoder, device: torch.device) -> None:
+        super().__init__(device)
+        self._vocoder = vocoder
+        self.samples_per_frame = _VOCOS_HOP
+
+    def _window_audio(self, mel: torch.Tensor, start: int) -> np.ndarray:
+        audio = self._vocoder.mel_to_audio(mel[start:]).cpu().numpy().astype(np.float32)
+        frames = mel.shape[0] - start
+        if frames > 1 and len(audio) != frames * _VOCOS_HOP:
+            raise CheckpointError(f"Vocos2D gave {len(audio)} samples for {frames} frames; streaming needs {_VOCOS_HOP} a frame")
+        return audio
+
 
 def _check_mel(mel: torch.Tensor) -> None:
     if mel.ndim != 2 or mel.shape[1] != _MEL_BINS:
@@ -137,6 +295,10 @@ def write_random_hift(path: Path, size: str, seed: int = 0) -> None:
             tensor = _QUIET_POST_SCALE * tensor
         elif name == "conv_post.bias":
             tensor = tensor + _QUIET_POST_SHIFT
+        elif name == "f0_predictor.classifier.weight":
+            tensor = _F0_READOUT_SCALE * tensor
+        elif name == "f0_predictor.classifier.bias":
+            tensor = tensor + _F0_READOUT_SHIFT
         state[name] = tensor
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 
-import librosa
 import numpy as np
 import torch
+
+from glmtts.engines.glm.mel import slaney_mel_filters
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -29,10 +30,7 @@ DYNAMIC_RANGE = 8.0  # decades kept below the loudest bin
 @functools.lru_cache(maxsize=4)
 def _mel_filters(n_mels: int) -> np.ndarray:
     """Slaney-scale, slaney-normalized mel filters [n_mels, N_FFT // 2 + 1], built in float64."""
-    filters = librosa.filters.mel(
-        sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=0.0, fmax=MEL_FMAX, htk=False, norm="slaney", dtype=np.float64
-    )
-    return filters.astype(np.float32)
+    return slaney_mel_filters(SAMPLE_RATE, N_FFT, n_mels, 0.0, MEL_FMAX, np.float64).astype(np.float32)
 
 
 def whisper_log_mel(audio_16k: np.ndarray, device: torch.device | str, n_mels: int = N_MELS) -> torch.Tensor:
