@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import IO
 def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Write `path` through a hidden temporary file beside it, synced, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")  # unique: replicas may share the folder
     encoding = None if "b" in mode else "utf-8"
     try:
         with open(partial, mode, encoding=encoding) as handle:

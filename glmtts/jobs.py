@@ -13,6 +13,9 @@ the final manifest holds every item exactly once.
 
 States: queued -> running -> done | cancelled | failed; queued -> cancelled;
 (crash) queued | running -> interrupted; interrupted | cancelled | failed -(resume)-> queued.
+
+With shared state (GLMTTS_REDIS_URL), glmtts.cluster.jobs.RedisBatchJobs takes this class's place
+with the same public API, the same checks (check_batch) and the same item code (glmtts.batch).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ JOB_FILE = "job.json"
 MAX_UNFINISHED_JOBS = 16
 MAX_REPORTED_ERRORS = 5
 MAX_NAME_CHARS = 80
+ITEM_FIELDS = ("uttid", "line", "status", "message", "duration_s", "path", "replica")  # an item as progress shows it
 BUSY_RETRY_S = 2.0  # wait before asking the device again when the queue was full
 _JOB_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -116,6 +120,36 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def check_batch(
+    jsonl: str, name: str, allowed_roots: list[Path], voice_names: list[str], strict: bool = True
+) -> tuple[str, list[BatchItem]]:
+    """The checks every submitted batch passes: (the job name tidied, the parsed items).
+
+    `strict`: any bad line rejects the whole file. Otherwise bad lines become error items and only
+    colliding uttids refuse the file (each line must get its own file)."""
+    name = " ".join(name.split())
+    if len(name) > MAX_NAME_CHARS:
+        raise BatchInputError(f"The job name has {len(name)} characters; the limit is {MAX_NAME_CHARS}.")
+    size = len(jsonl.encode("utf-8"))
+    if size > MAX_BATCH_BYTES:
+        raise BatchTooLarge(f"The batch file has {size / 2**20:.1f} MB; the limit is {MAX_BATCH_BYTES / 2**20:g} MB.")
+    count = sum(1 for line in jsonl.splitlines() if line.strip())
+    if count > MAX_BATCH_ITEMS:
+        raise BatchTooLarge(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
+    items = parse_jsonl(jsonl, allowed_roots, voice_names)
+    collisions = uttid_collisions(items)
+    errors = collisions or [item.error for item in items if item.error]
+    if errors and (strict or collisions):
+        more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
+        raise BatchInputError("; ".join(errors[:MAX_REPORTED_ERRORS]) + more, errors)
+    return name, items
+
+
+def job_name_stem(name: str) -> str:
+    """The part of a job's id (its folder name) that comes from the job's name."""
+    return _JOB_NAME.sub("_", name).strip("_")[:40] or "job"
+
+
 def read_manifest(folder: Path) -> dict[str, dict]:
     """Finished items by uttid. A line cut short by a crash is removed from the file first."""
     path = folder / MANIFEST
@@ -150,9 +184,16 @@ class BatchJobs:
     """
 
     def __init__(
-        self, pipeline: Pipeline, voices: VoiceLibrary, batch_root: Path, allowed_roots: list[Path], auto_resume: bool = False
+        self,
+        pipeline: Pipeline,
+        voices: VoiceLibrary,
+        batch_root: Path,
+        allowed_roots: list[Path],
+        auto_resume: bool = False,
+        replica: str = "",
     ):
         self.pipeline = pipeline
+        self.replica = replica  # recorded in each manifest line when set
         self.voices = voices
         self.root = batch_root
         self.allowed_roots = allowed_roots
@@ -234,25 +275,11 @@ class BatchJobs:
         Lines whose uttids collide are refused either way: each line must get its own file.
         """
         options = options or SynthesisOptions()
-        name = " ".join(name.split())
-        if len(name) > MAX_NAME_CHARS:
-            raise BatchInputError(f"The job name has {len(name)} characters; the limit is {MAX_NAME_CHARS}.")
-        size = len(jsonl.encode("utf-8"))
-        if size > MAX_BATCH_BYTES:
-            raise BatchTooLarge(f"The batch file has {size / 2**20:.1f} MB; the limit is {MAX_BATCH_BYTES / 2**20:g} MB.")
-        count = sum(1 for line in jsonl.splitlines() if line.strip())
-        if count > MAX_BATCH_ITEMS:
-            raise BatchTooLarge(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
-        items = parse_jsonl(jsonl, self.allowed_roots, self.voices.known_names())
-        collisions = uttid_collisions(items)
-        errors = collisions or [item.error for item in items if item.error]
-        if errors and (strict or collisions):
-            more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
-            raise BatchInputError("; ".join(errors[:MAX_REPORTED_ERRORS]) + more, errors)
+        name, items = check_batch(jsonl, name, self.allowed_roots, self.voices.known_names(), strict)
         with self._lock:
             if sum(job.state.status in UNFINISHED for job in self._jobs.values()) >= MAX_UNFINISHED_JOBS:
                 raise JobLimit(f"{MAX_UNFINISHED_JOBS} batch jobs are waiting or running; try again later.")
-            folder = new_job_dir(self.root, _JOB_NAME.sub("_", name).strip("_")[:40] or "job")
+            folder = new_job_dir(self.root, job_name_stem(name))
             (folder / INPUT_FILE).write_text(jsonl, encoding="utf-8")
             state = JobState(folder.name, name or folder.name, QUEUED, [item.uttid for item in items], options_to_dict(options), _now())
             job = _Job(state, folder)
@@ -349,7 +376,7 @@ class BatchJobs:
             if record is None:
                 items.append({"uttid": uttid, "status": "running" if uttid == job.current else "pending"})
             else:
-                items.append({key: record.get(key) for key in ("uttid", "line", "status", "message", "duration_s", "path")})
+                items.append({key: record.get(key) for key in ITEM_FIELDS})
         return {**self._summary(job), "items": items}
 
     def _save(self, job: _Job) -> None:
@@ -396,6 +423,8 @@ class BatchJobs:
                 record = self._run_item(job, item, options)
                 if record is None:
                     break
+                if self.replica:
+                    record["replica"] = self.replica
                 append_record(log, record)
                 with self._lock:
                     job.records[item.uttid] = record

@@ -6,12 +6,17 @@ constructing is cheap; `load()` loads every stage and reads what is on disk; `wa
 syntheses; `mark_ready()` opens the service (after the HTTP warm-up the app does through its own
 routes) and starts the batch worker; `shutdown()` stops it. The HTTP routers and the UI receive
 this object and reach nothing else.
+
+With `settings.redis_url` (GLMTTS_REDIS_URL) replicas share state (glmtts.cluster): the saved
+voices' store and the batch jobs are the Redis ones, `load()` first checks that Redis answers, and
+the batch queue depth in /metrics is the shared queue's. Without it nothing of that is imported.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import secrets
 import threading
@@ -44,9 +49,26 @@ class Service:
         self.device = resolve_device(settings.device)
         self.scheduler = DeviceScheduler(max_waiting=settings.max_queue)
         self.frontend = TextFrontend(settings.replace_dict)
-        self.voices = VoiceLibrary(settings, engine, self.frontend, self.scheduler, self.device)
+        self.shared = None  # glmtts.cluster.SharedState when replicas share state
+        store = None  # the saved voices' store: folders on local disk unless replicas share state
+        if settings.redis_url:
+            from glmtts.cluster import connect
+            from glmtts.cluster.voices import RedisVoiceStore
+
+            self.shared = connect(settings.redis_url, settings.replica)
+            store = RedisVoiceStore(self.shared)
+        self.voices = VoiceLibrary(settings, engine, self.frontend, self.scheduler, self.device, store)
         self.pipeline = Pipeline(engine, self.frontend, self.voices, self.scheduler, settings.request_timeout_s)
-        self.jobs = BatchJobs(self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots)
+        if self.shared is None:
+            self.jobs = BatchJobs(
+                self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots, replica=settings.replica
+            )
+        else:
+            from glmtts.cluster.jobs import RedisBatchJobs
+
+            self.jobs = RedisBatchJobs(
+                self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots, self.shared, settings.batch_lease_s
+            )
         self.metrics = Metrics()
         self.timings: dict[str, float] = {}
         self.warmup_token = secrets.token_hex(16)  # marks the app's own warm-up requests (not rate limited)
@@ -58,7 +80,9 @@ class Service:
 
     # ----------------------------------------------------------------- lifecycle
     def load(self) -> None:
-        """Load the frontend and the engine, find the voices, recover the batch jobs on disk."""
+        """Check the shared state, load the frontend and the engine, find the voices, recover the batch jobs."""
+        if self.shared is not None:  # first: an unreachable Redis fails start-up in seconds, with its address
+            self._timed("shared_state_check_s", self.shared.check)
         self._timed("frontend_load_s", self.frontend.load)
         self._timed("engine_load_s", self.engine.load, self.device)
         self.scheduler.capacity = self.engine.max_batch  # an engine sizes its batch for the device at load
@@ -112,11 +136,13 @@ class Service:
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "memory": self.memory_report(),
             "cached_voices": self.voices.cached,
-            "saved_voices": self.voices.saved_count,
+            "saved_voices": self._shared_read(lambda: self.voices.saved_count),
             "queue_waiting": self.scheduler.waiting,
             "device_busy": self.scheduler.holding,
-            "batch_items_pending": self.jobs.pending_items(),
-            "builtin_voices": [info.id for info in self.voices.describe() if info.builtin],
+            "batch_items_pending": self._shared_read(self.jobs.pending_items),
+            "replica": self.settings.replica,
+            "shared_state": "redis" if self.shared is not None else "local disk",
+            "builtin_voices": self._shared_read(lambda: [info.id for info in self.voices.describe() if info.builtin], []),
         }
 
     def _register_metrics(self) -> None:
@@ -124,8 +150,27 @@ class Service:
         metrics.gauge("glmtts_ready", "1 once warm and serving", lambda: float(self.ready))
         metrics.gauge("glmtts_queue_waiting", "Requests waiting for the device", lambda: self.scheduler.waiting)
         metrics.gauge("glmtts_device_busy", "Requests holding a device slot", lambda: self.scheduler.holding)
-        metrics.gauge("glmtts_batch_items_pending", "Batch items queued or running", self.jobs.pending_items)
+        metrics.gauge(
+            "glmtts_batch_items_pending",
+            "Batch items queued or running (with shared state: on every replica, the autoscaler's queue depth)",
+            lambda: self._shared_read(self.jobs.pending_items, math.nan),
+        )
+        if self.shared is not None:
+            metrics.gauge(
+                "glmtts_shared_state_up", "1 while the shared state store (Redis) answers", lambda: float(self.shared.reachable())
+            )
         metrics.labelled_gauge("glmtts_memory_mib", "Resident memory by kind (MiB)", "kind", self.memory_report)
+
+    def _shared_read(self, read, unreachable=None):
+        """A reading that may need Redis: `unreachable` instead of an error while it does not answer."""
+        if self.shared is None:
+            return read()
+        from glmtts.cluster import UNAVAILABLE
+
+        try:
+            return read()
+        except UNAVAILABLE:
+            return unreachable
 
     def _record_history(self) -> None:
         while not self._stopping.wait(0 if not self.history else HISTORY_PERIOD_S):
@@ -146,7 +191,7 @@ def build_service(settings: Settings) -> Service:
         else:
             from glmtts.engines.glm.engine import GLMTTSEngine
 
-            engine = GLMTTSEngine(settings.ckpt, settings.dtype, settings.max_batch)
+            engine = GLMTTSEngine(settings.ckpt, settings.dtype, settings.max_batch, settings.decode, capture=settings.capture)
             return Service(settings, engine, f"checkpoint {settings.ckpt}")
     else:
         reason = "no GLM-TTS checkpoint configured (set GLMTTS_CKPT)"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_BATCH_LEASE_S = 3.0  # a lease is renewed every third of it; shorter would be renewal traffic for nothing
 
 
 def resolve_device(requested: str) -> str:
@@ -33,6 +35,8 @@ class Settings:
     ckpt: Path | None = None  # GLM-TTS checkpoint root; None or invalid -> embedded engine
     dtype: str | None = None  # GLM-TTS precision: fp32, bf16, fp16 (default: bf16 on capable GPUs)
     max_batch: int | None = None  # GLM-TTS requests decoded together (default: 4 on CUDA, else 1)
+    decode: str | None = None  # GLM-TTS decode path: fast or reference (default: fast on CUDA, else reference)
+    capture: str | None = None  # fast path step capture: graphs, compile or eager (default: graphs on CUDA)
     outputs: Path = PROJECT_ROOT / "outputs"
     examples: Path = PROJECT_ROOT / "examples"
     replace_dict: Path = PROJECT_ROOT / "configs" / "G2P_replace_dict.jsonl"
@@ -44,6 +48,12 @@ class Settings:
     rate_limit: int = 0  # requests a minute per client (API key or IP) on synthesis routes; 0 = off
     request_timeout_s: float = 300.0  # a synthesis stops between segments once it runs this long
     max_queue: int = 16  # requests that may wait for the device before more get 429
+    redis_url: str | None = None  # GLMTTS_REDIS_URL: voices, batch jobs and rate limits shared by replicas; None = local disk
+    replica: str = ""  # GLMTTS_REPLICA: this replica's name in manifests (default host name:port)
+    batch_lease_s: float = 30.0  # GLMTTS_BATCH_LEASE_S: a batch item whose replica stopped renewing it runs elsewhere
+
+    def __post_init__(self) -> None:
+        self.replica = self.replica or f"{socket.gethostname()}:{self.port}"
 
     @property
     def max_body_bytes(self) -> int:
@@ -88,6 +98,10 @@ class Settings:
             default=int(env["GLMTTS_MAX_BATCH"]) if env.get("GLMTTS_MAX_BATCH") else None,
             help="GLM-TTS requests decoded together (default: 4 on CUDA, else 1)",
         )
+        parser.add_argument("--decode", default=env.get("GLMTTS_DECODE") or None, choices=[None, "fast", "reference"])
+        parser.add_argument(
+            "--capture", default=env.get("GLMTTS_DECODE_CAPTURE") or None, choices=[None, "graphs", "compile", "eager"]
+        )
         parser.add_argument("--outputs", default=env.get("GLMTTS_OUTPUTS", str(defaults.outputs)))
         parser.add_argument("--max-upload-mb", type=int, default=int(env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb)))
         parser.add_argument(
@@ -111,6 +125,8 @@ class Settings:
             ckpt=Path(args.ckpt).expanduser() if args.ckpt else None,
             dtype=args.dtype,
             max_batch=None if args.max_batch is None else max(1, args.max_batch),
+            decode=args.decode,
+            capture=args.capture,
             outputs=Path(args.outputs).expanduser().resolve(),
             max_upload_mb=args.max_upload_mb,
             api_key=env.get("GLMTTS_API_KEY") or None,  # environment only: a flag would show in `ps`
@@ -118,4 +134,7 @@ class Settings:
             request_timeout_s=args.request_timeout,
             max_queue=max(1, args.max_queue),
             voice_aliases=Path(env.get("GLMTTS_VOICE_ALIASES", str(defaults.voice_aliases))).expanduser(),
+            redis_url=env.get("GLMTTS_REDIS_URL") or None,  # environment only: the URL may hold a password
+            replica=env.get("GLMTTS_REPLICA", ""),
+            batch_lease_s=max(MIN_BATCH_LEASE_S, float(env.get("GLMTTS_BATCH_LEASE_S", defaults.batch_lease_s))),
         )

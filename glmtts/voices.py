@@ -13,6 +13,9 @@ On disk, per saved voice:
 Built-in analyses live in outputs/cache/voices/<engine>-v<analysis version>/<content key>.npz.
 Start-up reads only the saved voices' meta.json; an analysis is decoded (or, for another engine
 or analysis version, computed again and stored) the first time the voice is used.
+
+Saved voices live in a VoiceStore: DiskVoiceStore (the folders above, the default) or, when
+replicas share state, glmtts.cluster.voices.RedisVoiceStore, which every replica reads at once.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -106,9 +110,123 @@ class VoiceInfo:
 @dataclass
 class _SavedVoice:
     info: VoiceInfo
-    folder: Path
     key: str
     voice: PromptVoice | None = None
+
+
+class VoiceStore(Protocol):
+    """Where saved voices live: their registry (VoiceInfo and content key), prompt audio and analysis.
+
+    The library keeps what it decoded in memory; `changes()` tells it when another replica added,
+    changed or removed a voice."""
+
+    def load(self) -> dict[str, tuple[VoiceInfo, str]]:
+        """Every saved voice: id -> (info with features PENDING, content key)."""
+
+    def changes(self) -> dict[str, tuple[VoiceInfo, str]] | None:
+        """Every saved voice when the registry changed since the last load() or changes(), else None."""
+
+    def read_features(self, voice_id: str, device: str) -> object:
+        """The stored analysis; raises one of feature_codec.UNREADABLE when it is missing or damaged."""
+
+    def read_prompt(self, voice_id: str) -> tuple[np.ndarray, int]:
+        """The prompt audio: [samples] float32 and its rate."""
+
+    def add(self, info: VoiceInfo, key: str, samples: np.ndarray, rate: int, features: object) -> None:
+        """Store a new voice whole or not at all; sets info.engine to "" when the analysis cannot be stored.
+        Raises VoiceExists or VoiceLimit where another writer got there first."""
+
+    def update_features(self, info: VoiceInfo, key: str, features: object) -> None:
+        """Replace the stored analysis (computed again for this engine) and the info naming its engine."""
+
+    def remove(self, voice_id: str) -> None:
+        """Delete a voice; raises VoiceNotFound."""
+
+
+class DiskVoiceStore:
+    """Saved voices as folders under outputs/voices/<id>/ (prompt.wav, meta.json, features.npz), one process."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def load(self) -> dict[str, tuple[VoiceInfo, str]]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for prefix in (_NEW_PREFIX, _TRASH_PREFIX):  # a create or delete cut short by a crash
+            for leftover in self.root.glob(f"{prefix}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        saved: dict[str, tuple[VoiceInfo, str]] = {}
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and VOICE_ID.match(folder.name):
+                try:
+                    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+                    saved[folder.name] = meta_to_info(folder.name, meta)
+                except (OSError, ValueError, KeyError, TypeError) as error:  # a damaged folder must not stop the service
+                    _LOGGER.warning("Saved voice %s skipped: %s: %s", folder.name, type(error).__name__, error)
+        return saved
+
+    def changes(self) -> None:
+        return None  # this process is the only writer
+
+    def read_features(self, voice_id: str, device: str) -> object:
+        return load_features(self.root / voice_id / FEATURES_FILE, device)
+
+    def read_prompt(self, voice_id: str) -> tuple[np.ndarray, int]:
+        return read_prompt(self.root / voice_id / PROMPT_FILE)
+
+    def add(self, info: VoiceInfo, key: str, samples: np.ndarray, rate: int, features: object) -> None:
+        """Write the voice into a hidden folder, then rename it into place."""
+        partial = self.root / f"{_NEW_PREFIX}{info.id}-{uuid.uuid4().hex[:8]}"
+        partial.mkdir(parents=True)
+        try:
+            sf.write(partial / PROMPT_FILE, samples, rate, subtype="FLOAT")
+            try:
+                save_features(partial / FEATURES_FILE, features)
+            except FeatureCodecError as error:  # still usable: analysed again at its first use after a restart
+                _LOGGER.warning("Saved voice %s: analysis not stored (%s)", info.id, error)
+                info.engine = ""
+            _write_meta(partial, info, key)
+            os.replace(partial, self.root / info.id)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def update_features(self, info: VoiceInfo, key: str, features: object) -> None:
+        save_features(self.root / info.id / FEATURES_FILE, features)
+        _write_meta(self.root / info.id, info, key)
+
+    def remove(self, voice_id: str) -> None:
+        trash = self.root / f"{_TRASH_PREFIX}{voice_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(self.root / voice_id, trash)  # gone from the library at once, even if removal is cut short
+        except FileNotFoundError as error:
+            raise VoiceNotFound(voice_id) from error
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def meta_to_info(voice_id: str, meta: dict) -> tuple[VoiceInfo, str]:
+    """A saved voice's meta (meta.json, or its copy in shared state) -> (info, content key)."""
+    info = VoiceInfo(
+        id=voice_id,
+        name=str(meta["name"]),
+        prompt_text=str(meta["prompt_text"]),
+        created=str(meta["created"]),
+        duration_s=float(meta["duration_s"]),
+        engine=str(meta["engine"]),
+        analysis_version=str(meta.get("analysis_version", "1")),
+    )
+    return info, str(meta["key"])
+
+
+def info_to_meta(info: VoiceInfo, key: str) -> dict[str, object]:
+    return {
+        "name": info.name,
+        "prompt_text": info.prompt_text,
+        "created": info.created,
+        "duration_s": info.duration_s,
+        "engine": info.engine,
+        "analysis_version": info.analysis_version,
+        "key": key,
+    }
 
 
 def voice_slug(name: str) -> str:
@@ -126,8 +244,17 @@ def voice_id(name: str, key: str) -> str:
 class VoiceLibrary:
     """Resolves prompts (voice names, files, uploads) to analysed voices; saves, lists and deletes voices."""
 
-    def __init__(self, settings: Settings, engine: Engine, frontend: TextFrontend, scheduler: DeviceScheduler, device: str):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        frontend: TextFrontend,
+        scheduler: DeviceScheduler,
+        device: str,
+        store: VoiceStore | None = None,
+    ):
         self.root = settings.voices_dir
+        self.store: VoiceStore = store or DiskVoiceStore(self.root)
         self.builtin_dir = settings.examples / "prompt"
         self.engine = engine
         self.frontend = frontend
@@ -151,17 +278,9 @@ class VoiceLibrary:
                 for path in sorted(self.builtin_dir.iterdir())
                 if path.is_file() and path.suffix.lower() in PROMPT_EXTENSIONS
             }
-        self.root.mkdir(parents=True, exist_ok=True)
-        for prefix in (_NEW_PREFIX, _TRASH_PREFIX):  # a create or delete cut short by a crash
-            for leftover in self.root.glob(f"{prefix}*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+        saved = self.store.load()
         with self._lock:
-            for folder in sorted(self.root.iterdir()):
-                if folder.is_dir() and VOICE_ID.match(folder.name):
-                    try:
-                        self._saved[folder.name] = self._read_saved(folder)
-                    except (OSError, ValueError, KeyError, TypeError) as error:  # a damaged folder must not stop the service
-                        _LOGGER.warning("Saved voice %s skipped: %s: %s", folder.name, type(error).__name__, error)
+            self._merge(saved)
         self.aliases = VoiceAliases.load(self._aliases_path, self.names())
         _LOGGER.info("Voices: %d built-in, %d saved", len(self._builtin), len(self._saved))
 
@@ -170,22 +289,29 @@ class VoiceLibrary:
         for name in self._builtin:
             self.resolve(name)
 
-    def _read_saved(self, folder: Path) -> _SavedVoice:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        info = VoiceInfo(
-            id=folder.name,
-            name=str(meta["name"]),
-            prompt_text=str(meta["prompt_text"]),
-            created=str(meta["created"]),
-            duration_s=float(meta["duration_s"]),
-            engine=str(meta["engine"]),
-            analysis_version=str(meta.get("analysis_version", "1")),
-        )
-        return _SavedVoice(info, folder, str(meta["key"]))
+    def _merge(self, saved: dict[str, tuple[VoiceInfo, str]]) -> None:
+        """Take the store's saved voices, keeping what this process decoded for voices that did not change."""
+        merged: dict[str, _SavedVoice] = {}
+        for voice_id, (info, key) in saved.items():
+            known = self._saved.get(voice_id)
+            if known is not None and known.key == key:
+                known.info.engine, known.info.analysis_version = info.engine, info.analysis_version
+                merged[voice_id] = known
+            else:
+                merged[voice_id] = _SavedVoice(info, key)
+        self._saved = merged
+
+    def _sync(self) -> None:
+        """Pick up voices other replicas saved, changed or deleted (nothing to do on local disk)."""
+        saved = self.store.changes()
+        if saved is not None:
+            with self._lock:
+                self._merge(saved)
 
     # ----------------------------------------------------------------- lookups
     def names(self) -> list[str]:
         """Every voice a request may name: the built-in ones, then the saved ones by id."""
+        self._sync()
         with self._lock:
             return [*self._builtin, *self._saved]
 
@@ -195,11 +321,13 @@ class VoiceLibrary:
 
     def describe(self) -> list[VoiceInfo]:
         """The built-in voices, then the saved ones (oldest first)."""
+        self._sync()
         with self._lock:
             saved = sorted((entry.info for entry in self._saved.values()), key=lambda info: (info.created, info.id))
         return [self._builtin_info(name) for name in self._builtin] + saved
 
     def get(self, name: str) -> VoiceInfo:
+        self._sync()
         with self._lock:
             if name in self._builtin:
                 return self._builtin_info(name)
@@ -237,6 +365,7 @@ class VoiceLibrary:
         return f"There is no voice {shown!r}; voices: {listed or 'none'}."
 
     def _find_saved(self, name: str) -> _SavedVoice | None:
+        self._sync()
         with self._lock:
             if name in self._saved:
                 return self._saved[name]
@@ -283,17 +412,16 @@ class VoiceLibrary:
         voice = None
         if (info.engine, info.analysis_version) == (self.engine.name, self.engine.analysis_version):
             try:
-                voice = PromptVoice(saved.key, info.prompt_text, load_features(saved.folder / FEATURES_FILE, self.device), info.duration_s)
+                voice = PromptVoice(saved.key, info.prompt_text, self.store.read_features(info.id, self.device), info.duration_s)
                 info.features = STORED
             except UNREADABLE as error:
                 _LOGGER.warning("Saved voice %s: stored analysis unusable (%s); analysing it again", info.id, error)
         if voice is None:
-            audio, rate = read_prompt(saved.folder / PROMPT_FILE)
+            audio, rate = self.store.read_prompt(info.id)
             voice = self._analyse(audio, rate, info.prompt_text, saved.key, priority)
             info.features, info.engine, info.analysis_version = COMPUTED, self.engine.name, self.engine.analysis_version
             try:
-                save_features(saved.folder / FEATURES_FILE, voice.features)
-                _write_meta(saved.folder, info, saved.key)
+                self.store.update_features(info, saved.key, voice.features)
             except (OSError, FeatureCodecError) as error:
                 _LOGGER.warning("Saved voice %s: analysis kept in memory only (%s)", info.id, error)
         with self._lock:
@@ -328,6 +456,7 @@ class VoiceLibrary:
 
     @property
     def saved_count(self) -> int:
+        self._sync()
         return len(self._saved)
 
     # ----------------------------------------------------------------- saved voices
@@ -343,6 +472,7 @@ class VoiceLibrary:
         samples, rate = read_prompt(audio)  # [samples] float32 at the file's rate
         key = content_key(samples, prompt_text)
         new_id = voice_id(name, key)
+        self._sync()
         self._check_free(new_id)
         voice = self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
         info = VoiceInfo(
@@ -357,21 +487,20 @@ class VoiceLibrary:
         )
         with self._lock:
             self._check_free(new_id)
-            folder = self._write_new(info, key, samples, rate, voice)
-            self._saved[new_id] = _SavedVoice(info, folder, key, voice)
+            self.store.add(info, key, samples, rate, voice.features)
+            self._saved[new_id] = _SavedVoice(info, key, voice)
         _LOGGER.info("Saved voice %s (%.1f s prompt)", new_id, info.duration_s)
         return info
 
     def delete(self, name: str) -> None:
+        self._sync()
         with self._lock:
             if name in self._builtin:
                 raise BuiltinVoice(f"{name!r} is a built-in voice and cannot be deleted.")
             if name not in self._saved:
                 raise VoiceNotFound(name)
+            self.store.remove(name)
             del self._saved[name]
-            trash = self.root / f"{_TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(self.root / name, trash)  # gone from the library at once, even if removal is cut short
-        shutil.rmtree(trash, ignore_errors=True)
         _LOGGER.info("Deleted saved voice %s", name)
 
     def _check_free(self, new_id: str) -> None:
@@ -379,25 +508,6 @@ class VoiceLibrary:
             raise VoiceExists(new_id)
         if len(self._saved) >= MAX_SAVED_VOICES:
             raise VoiceLimit(f"{MAX_SAVED_VOICES} voices are saved already; delete one first.")
-
-    def _write_new(self, info: VoiceInfo, key: str, samples: np.ndarray, rate: int, voice: PromptVoice) -> Path:
-        """Write the voice into a hidden folder, then rename it into place."""
-        partial = self.root / f"{_NEW_PREFIX}{info.id}-{uuid.uuid4().hex[:8]}"
-        partial.mkdir(parents=True)
-        try:
-            sf.write(partial / PROMPT_FILE, samples, rate, subtype="FLOAT")
-            try:
-                save_features(partial / FEATURES_FILE, voice.features)
-            except FeatureCodecError as error:  # still usable: analysed again at its first use after a restart
-                _LOGGER.warning("Saved voice %s: analysis not stored (%s)", info.id, error)
-                info.engine = ""
-            _write_meta(partial, info, key)
-            folder = self.root / info.id
-            os.replace(partial, folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return folder
 
 
 def _transcript(path: Path) -> str:
@@ -407,13 +517,4 @@ def _transcript(path: Path) -> str:
 
 
 def _write_meta(folder: Path, info: VoiceInfo, key: str) -> None:
-    meta = {
-        "name": info.name,
-        "prompt_text": info.prompt_text,
-        "created": info.created,
-        "duration_s": info.duration_s,
-        "engine": info.engine,
-        "analysis_version": info.analysis_version,
-        "key": key,
-    }
-    write_json(folder / META_FILE, meta)
+    write_json(folder / META_FILE, info_to_meta(info, key))

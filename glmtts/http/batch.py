@@ -92,7 +92,8 @@ def batch_router(service: Service, require_warm) -> APIRouter:
             raise HTTPException(422, message) from error
         options = check_options(service.engine, body.model_dump(exclude={"jsonl", "name"}))
         job_id = await run_in_threadpool(jobs.submit, body.jsonl, options, body.name)
-        return JSONResponse(job_json(jobs.progress(job_id)), status_code=202, headers={"Location": f"/v1/batch/{job_id}"})
+        progress = await run_in_threadpool(jobs.progress, job_id)  # with shared state, a Redis round trip
+        return JSONResponse(job_json(progress), status_code=202, headers={"Location": f"/v1/batch/{job_id}"})
 
     @router.get("/batch")
     def list_batch() -> dict[str, list[dict[str, object]]]:

@@ -7,6 +7,7 @@ Bodies carry the message twice: `detail` (FastAPI's shape, which our clients rea
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,7 @@ from glmtts.voices import BuiltinVoice, VoiceExists, VoiceLimit, VoiceNotFound
 _LOGGER = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
+SHARED_STATE_DOWN = "The shared state store (Redis) is unreachable; retry in a few seconds."
 JOB_LIMIT_RETRY_S = 60
 CLIENT_CLOSED = 499  # nginx's code for a request whose client went away (only ever logged)
 
@@ -39,6 +41,17 @@ class NotReady(RuntimeError):
 class _Rule:
     status: int
     retry_after_s: int | None = None
+    message: str | None = None  # said instead of the error's own text (which may name internal hosts)
+
+
+def shared_state_rules() -> list[tuple[type[BaseException], _Rule]]:
+    """503 for what an unreachable Redis raises, once the shared state (glmtts.cluster) imported the
+    client: a single service never imports it (nor needs it installed)."""
+    redis_errors, cluster = sys.modules.get("redis.exceptions"), sys.modules.get("glmtts.cluster")
+    if redis_errors is None or cluster is None:
+        return []
+    kinds = (redis_errors.ConnectionError, redis_errors.TimeoutError, cluster.SharedStateUnavailable)
+    return [(kind, _Rule(503, RETRY_AFTER_S, SHARED_STATE_DOWN)) for kind in kinds]
 
 
 # Most specific first: the first class an error is an instance of decides.
@@ -70,10 +83,12 @@ def response_for(error: BaseException) -> JSONResponse:
     """The response for an exception from the table (a bare exception is a 500 without its text)."""
     if isinstance(error, QueueFull):
         return error_response(429, str(error), headers={"Retry-After": str(error.retry_after_s)})
-    for kind, rule in ERROR_TABLE:
+    for kind, rule in [*ERROR_TABLE, *shared_state_rules()]:
         if isinstance(error, kind):
             headers = {"Retry-After": str(rule.retry_after_s)} if rule.retry_after_s else None
-            return error_response(rule.status, str(error), getattr(error, "param", None), headers)
+            if rule.message:
+                _LOGGER.warning("%s (%s: %s)", rule.message, type(error).__name__, error)
+            return error_response(rule.status, rule.message or str(error), getattr(error, "param", None), headers)
     return error_response(500, f"Internal error ({type(error).__name__}); see the server log.")
 
 
@@ -81,7 +96,7 @@ def install_error_handlers(api: FastAPI) -> None:
     async def from_table(_request: Request, error: Exception) -> JSONResponse:
         return response_for(error)
 
-    for kind in {kind for kind, _rule in ERROR_TABLE} | {QueueFull, OptionError}:
+    for kind in {kind for kind, _rule in [*ERROR_TABLE, *shared_state_rules()]} | {QueueFull, OptionError}:
         api.add_exception_handler(kind, from_table)
 
     @api.exception_handler(Exception)

@@ -7,7 +7,8 @@ One pure ASGI middleware (streamed responses and client disconnects pass through
   password (any user name). `/health` and `/ready` stay open.
 - Rate limit: a token bucket per client (its API key, else its IP address) on the requests that start
   work or guess a key: POSTs under `/v1/`, `/v1/` requests with a wrong key, the UI's runs and logins.
-  Over the limit: 429 with Retry-After.
+  Over the limit: 429 with Retry-After. With shared state (GLMTTS_REDIS_URL) the buckets live in
+  Redis (glmtts.cluster.ratelimit), so a client's limit holds across replicas; Redis unreachable: 503.
 - Body limit: a request body larger than the limit gets 413, checked on Content-Length and again on
   the bytes that actually arrive.
 """
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,6 +40,7 @@ API_PREFIX = "/v1/"
 UI_LIMITED_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/login")
 MAX_TRACKED_CLIENTS = 10_000  # buckets kept before idle (full) ones are dropped
 SECONDS_PER_MINUTE = 60.0
+SHARED_STATE_RETRY_S = 5
 
 
 def parse_api_keys(raw: str | None) -> tuple[str, ...]:
@@ -118,6 +121,16 @@ class RateLimiter:
             del self._buckets[client]
 
 
+def _limiter(settings: Settings, clock: Callable[[], float]):
+    """The token buckets: in this process, or in Redis when replicas share state."""
+    if settings.redis_url:
+        from glmtts.cluster import connect
+        from glmtts.cluster.ratelimit import RedisRateLimiter
+
+        return RedisRateLimiter(settings.rate_limit, connect(settings.redis_url, settings.replica))
+    return RateLimiter(settings.rate_limit, clock)
+
+
 class BodyTooLarge(HTTPException):
     """A request body over the limit; an HTTPException so FastAPI's body parsing passes it on as it is."""
 
@@ -134,7 +147,7 @@ class SecurityMiddleware:
         self.app = app
         self.warmup_token = warmup_token.encode("latin-1")
         self.keys = parse_api_keys(settings.api_key)
-        self.limiter = RateLimiter(settings.rate_limit, clock) if settings.rate_limit > 0 else None
+        self.limiter = _limiter(settings, clock) if settings.rate_limit > 0 else None
         self.max_body_bytes = settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,7 +167,16 @@ class SecurityMiddleware:
         limited = (is_api and (scope["method"] == "POST" or not key_ok)) or path.startswith(UI_LIMITED_PATHS)
         if self.limiter is not None and limited:
             client = f"key:{key}" if is_api and self.keys and key_ok else f"ip:{(scope.get('client') or ('unknown',))[0]}"
-            wait_s = self.limiter.acquire(client)
+            if getattr(self.limiter, "shared", False):  # a network call: kept off the event loop
+                try:
+                    wait_s = await run_in_threadpool(self.limiter.acquire, client)
+                except self.limiter.Unavailable as error:
+                    _LOGGER.warning("Rate limit not checked: %s", error)
+                    message = "The shared state store (Redis) is unreachable; retry in a few seconds."
+                    await _send_error(send, 503, message, {"Retry-After": str(SHARED_STATE_RETRY_S)})
+                    return
+            else:
+                wait_s = self.limiter.acquire(client)
             if wait_s > 0:
                 retry_after = max(1, math.ceil(wait_s))
                 message = f"Rate limit of {self.limiter.per_minute} requests a minute reached; retry in {retry_after} s."
