@@ -52,7 +52,7 @@ SPEECH_CASES = [
     ("input a number", {"json": {"input": 12}}, 422, "valid string"),
     ("input a list", {"json": {"input": ["hello"]}}, 422, "valid string"),
     ("input missing", {"json": {"voice": "libri_367"}}, 422, "field required"),
-    ("lone surrogate", raw_json('{"input": "\\ud800"}'), 422, "unicode"),
+    ("lone surrogate", raw_json('{"input": "\\ud800"}'), 400, "nothing to speak"),
     ("unknown voice", {"json": {"input": "hello", "voice": "nobody"}}, 400, "there is no voice 'nobody'"),
     ("voice as a relative path", {"json": {"input": "hello", "voice": "../../etc/passwd"}}, 400, "there is no voice"),
     ("voice as an absolute path", {"json": {"input": "hello", "voice": "/etc/passwd"}}, 400, "there is no voice"),

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from glmtts.audio import resample
 from glmtts.engines.embedded.english import PiperEnglishVoice
 from glmtts.engines.embedded.mandarin import BakerMandarinVoice
 from glmtts.engines.embedded.speaker import SpeakerEncoder, check_prompt
@@ -208,3 +209,17 @@ def test_check_prompt_rejects_too_little_speech(prompts):
         check_prompt(padded, sr)
     with pytest.raises(SynthesisError):
         VoiceProfile.from_audio(padded, sr, None)
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_a_prompt_measures_the_same_at_any_file_rate(rate, prompts, prompt_profiles, encoder):
+    """Prompts arrive at their file's own rate; every analysis resamples for itself."""
+    for name in ("libri_1688", "libri_367"):
+        audio, sr = prompts[name]
+        base = prompt_profiles[name]
+        profile = VoiceProfile.from_audio(resample(audio, sr, rate), rate, encoder)
+        assert profile.f0_median_hz == pytest.approx(base.f0_median_hz, rel=0.01)
+        assert profile.vocal_tract_cm == pytest.approx(base.vocal_tract_cm, rel=0.02)
+        assert profile.speech_rate == pytest.approx(base.speech_rate, rel=0.03)
+        assert encoder.similarity(profile.embedding, base.embedding) > 0.995
+        np.testing.assert_allclose(profile.spectrum_db, base.spectrum_db, atol=0.5)

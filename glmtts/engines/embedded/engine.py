@@ -3,12 +3,22 @@
 Each language run of a segment is spoken by its built-in voice, then moved toward the prompt
 speaker (pitch, range, formant scale, rate) with parameters fitted once per prompt; runs are joined
 with short crossfades and resampled to one output rate.
+
+Matching needs each built-in voice's own profile, measured on a reference sentence it speaks. That
+is a pure function of the models, the code and the libraries, so it is computed once and kept in
+`cache_dir` under a key made of all three (`_reference_key`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import logging
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +26,34 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from glmtts import memory
 from glmtts.audio import crossfade_join, resample
 from glmtts.engine import Engine
 from glmtts.engines.embedded.english import PiperEnglishVoice
 from glmtts.engines.embedded.mandarin import BakerMandarinVoice
 from glmtts.engines.embedded.speaker import SpeakerEncoder, check_prompt
+from glmtts.engines.embedded.tflite_rewrite import file_digest
 from glmtts.engines.embedded.voice_match import MatchParams, VoiceProfile, apply_match, fit_match
-from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisOptions, TextRun
+from glmtts.files import atomic_output
+from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisOptions, TextRun
 
 _LOGGER = logging.getLogger(__name__)
 
 OUTPUT_RATE = 24000
-# Sentences each built-in voice speaks once at load, to measure its own voice profile.
+# Sentences each built-in voice speaks once, to measure its own voice profile.
 ENGLISH_REFERENCE = "The birch canoe slid on the smooth planks, and the sun rose slowly over the quiet lake."
 MANDARIN_REFERENCE = tuple(  # 今天天气很好，我们一起去公园散步吧。
-    "J IN1 T IAN1 T IAN1 Q I4 H EN3 H AO3 , UO3 M EN5 I4 Q I3 Q V4 G ONG1 VAN2 S AN4 B U4 B A5 .".split()
+    ["J", "IN1", "T", "IAN1", "T", "IAN1", "Q", "I4", "H", "EN3", "H", "AO3", ",", "UO3", "M", "EN5", "I4", "Q", "I3", "Q", "V4", "G", "ONG1", "VAN2", "S", "AN4", "B", "U4", "B", "A5", "."]
 )
+REFERENCE_SEED = 0
+# What the reference profiles depend on besides the model files: this package's code, the resampler,
+# and the libraries that synthesize and analyse.
+_REFERENCE_CODE = ("glmtts.engines.embedded", "glmtts.audio")
+_REFERENCE_PACKAGES = (
+    "numpy", "scipy", "soxr", "librosa", "torch", "onnxruntime", "ai-edge-litert", "piper-tts",
+    "praat-parselmouth", "webrtcvad-wheels",
+)  # fmt: skip
+_REFERENCE_KEY_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -43,16 +65,35 @@ class EmbeddedVoice:
     fit_s: float
 
 
+def _code_files() -> list[Path]:
+    found = []
+    for name in _REFERENCE_CODE:
+        spec = importlib.util.find_spec(name)
+        if spec.submodule_search_locations:
+            found += sorted(p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py"))
+        else:
+            found.append(Path(spec.origin))
+    return found
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
 class EmbeddedEngine(Engine):
     """Piper English + Baker Mandarin on the CPU (or ONNX Runtime's CUDA provider), voice-matched."""
 
     name = "embedded"
     sample_rates = (OUTPUT_RATE,)
     samples = False
+    analysis_version = "2"  # prompts are analysed at their own rate; English noise is seeded
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = cache_dir
-        self.english = PiperEnglishVoice()
+        self.english = PiperEnglishVoice(cache_dir)
         self.mandarin = BakerMandarinVoice(cache_dir)
         self.encoder = SpeakerEncoder()
         self._references: dict[str, tuple[np.ndarray, int, VoiceProfile]] = {}
@@ -61,13 +102,34 @@ class EmbeddedEngine(Engine):
         self.english.load(device)
         self.mandarin.load(device)
         self.encoder.load(device)
+        path = self.cache_dir / f"embedded-references-{self._reference_key()}.npz"
+        try:
+            self._references = _read_references(path)
+            return
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            pass  # not cached yet, or damaged: measured again and written
         samples = {
-            "en": (self.english.text_to_audio(ENGLISH_REFERENCE), self.english.sample_rate),
+            "en": (self.english.text_to_audio(ENGLISH_REFERENCE, seed=REFERENCE_SEED), self.english.sample_rate),
             "zh": (self.mandarin.phonemes_to_audio(MANDARIN_REFERENCE), self.mandarin.sample_rate),
         }
         self._references = {
             lang: (audio, rate, VoiceProfile.from_audio(audio, rate, self.encoder)) for lang, (audio, rate) in samples.items()
         }
+        try:
+            _write_references(self._references, path)
+        except OSError as error:
+            _LOGGER.warning("Reference profiles not cached (%s)", error)
+
+    def _reference_key(self) -> str:
+        """A hash of what the reference profiles depend on: model files, this code, library versions."""
+        digest = hashlib.sha256()
+        for path in (*self.english.model_files, *self.mandarin.model_files):
+            digest.update(file_digest(path).encode())
+        for path in _code_files():
+            digest.update(path.read_bytes())
+        for package in _REFERENCE_PACKAGES:
+            digest.update(f"{package}={_package_version(package)}".encode())
+        return digest.hexdigest()[:_REFERENCE_KEY_CHARS]
 
     def prepare_voice(self, audio: np.ndarray, sample_rate: int, prompt_text: str, key: str) -> PromptVoice:
         check_prompt(audio, sample_rate)
@@ -83,34 +145,77 @@ class EmbeddedEngine(Engine):
         return PromptVoice(key, prompt_text, fitted, len(audio) / sample_rate)
 
     def synthesize_segments(
-        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions
+        self, segments: list[Segment], voice: PromptVoice, options: SynthesisOptions, cancel: CancelToken | None = None
     ) -> Iterator[SegmentAudio]:
+        """Yield each segment's audio. Run r of segment s draws its noise from (seed, s, r, sentence),
+        so equal requests give byte-identical audio; `cancel` is checked between runs, sentences and
+        chunks. Freed memory goes back to the system when the request ends."""
         fitted: EmbeddedVoice = voice.features
-        for segment in segments:
-            timings = {"synthesis": 0.0, "voice_match": 0.0}
-            pieces = []
-            for run in segment.runs:
-                start = time.perf_counter()
-                audio, rate = self._speak(run, options.speed)
-                timings["synthesis"] += time.perf_counter() - start
-                start = time.perf_counter()
-                audio = resample(apply_match(audio, rate, fitted.params[run.lang], options.seed), rate, OUTPUT_RATE)
-                timings["voice_match"] += time.perf_counter() - start
-                pieces.append(audio)
-            yield SegmentAudio(crossfade_join(pieces, OUTPUT_RATE), OUTPUT_RATE, timings)
+        try:
+            for s, segment in enumerate(segments):
+                timings = {"synthesis": 0.0, "voice_match": 0.0}
+                pieces = []
+                for r, run in enumerate(segment.runs):
+                    if cancel is not None:
+                        cancel.check()
+                    start = time.perf_counter()
+                    audio, rate = self._speak(run, options.speed, (options.seed, s, r), cancel)
+                    timings["synthesis"] += time.perf_counter() - start
+                    start = time.perf_counter()
+                    audio = resample(apply_match(audio, rate, fitted.params[run.lang], options.seed), rate, OUTPUT_RATE)
+                    timings["voice_match"] += time.perf_counter() - start
+                    pieces.append(audio)
+                yield SegmentAudio(crossfade_join(pieces, OUTPUT_RATE), OUTPUT_RATE, timings)
+        finally:
+            self.english.release_memory()
+            memory.trim()
 
-    def _speak(self, run: TextRun, speed: float) -> tuple[np.ndarray, int]:
+    def _speak(
+        self, run: TextRun, speed: float, seed: tuple[int, ...], cancel: CancelToken | None
+    ) -> tuple[np.ndarray, int]:
         if run.lang == "zh":
-            return self.mandarin.phonemes_to_audio(run.phonemes or (), speed), self.mandarin.sample_rate
+            return self.mandarin.phonemes_to_audio(run.phonemes or (), speed, cancel), self.mandarin.sample_rate
         if run.phonemes:
-            return self.english.phonemes_to_audio(list(run.phonemes), speed), self.english.sample_rate
-        return self.english.text_to_audio(run.text, speed), self.english.sample_rate
+            return self.english.phonemes_to_audio(list(run.phonemes), speed, seed, cancel), self.english.sample_rate
+        return self.english.text_to_audio(run.text, speed, seed, cancel), self.english.sample_rate
 
     def memory_report(self) -> dict[str, float]:
         return {"rss_mib": psutil.Process().memory_info().rss / 2**20}
+
+    def release_caches(self) -> None:
+        self.english.release_memory(force=True)
+        memory.trim()
 
     def describe(self) -> dict[str, object]:
         return {
             **super().describe(),
             "voices": {"en": "piper en_US-joe-medium (GPL-3.0)", "zh": "Baker FastSpeech2 + MB-MelGAN (non-commercial)"},
         }
+
+
+# --- the reference cache file: per language its audio, embedding, and rate + profile as JSON --------
+
+
+def _write_references(references: dict[str, tuple[np.ndarray, int, VoiceProfile]], path: Path) -> None:
+    arrays = {}
+    for lang, (audio, rate, profile) in references.items():
+        fields = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name != "embedding"}
+        arrays[f"{lang}.audio"] = np.asarray(audio, dtype=np.float32)
+        arrays[f"{lang}.embedding"] = np.asarray(profile.embedding, dtype=np.float32)
+        arrays[f"{lang}.meta"] = np.array(json.dumps({"rate": rate, "profile": fields}))
+    with atomic_output(path) as out:
+        np.savez(out, **arrays)
+
+
+def _read_references(path: Path) -> dict[str, tuple[np.ndarray, int, VoiceProfile]]:
+    references = {}
+    with np.load(path, allow_pickle=False) as data:
+        for lang in sorted({name.split(".", 1)[0] for name in data.files}):
+            meta = json.loads(str(data[f"{lang}.meta"]))
+            fields = meta["profile"]
+            fields["spectrum_db"] = tuple(fields["spectrum_db"])
+            profile = VoiceProfile(**fields, embedding=data[f"{lang}.embedding"])
+            references[lang] = (data[f"{lang}.audio"], int(meta["rate"]), profile)
+    if set(references) != {"en", "zh"}:
+        raise ValueError(f"languages {sorted(references)}")
+    return references

@@ -25,7 +25,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from glmtts.engines.embedded.tflite_rewrite import cached_builtin_model
-from glmtts.types import SynthesisError
+from glmtts.types import CancelToken, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -127,6 +127,12 @@ class BakerMandarinVoice:
     @property
     def sample_rate(self) -> int:
         return SAMPLE_RATE
+
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """The files the voice is made from: both source models and the symbol mapper."""
+        assets = asset_dir()
+        return (assets / _ACOUSTIC_MODEL, assets / _VOCODER_MODEL, assets / _MAPPER)
 
     @property
     def acoustic_model_path(self) -> Path | None:
@@ -258,8 +264,11 @@ class BakerMandarinVoice:
 
     # --- synthesis -----------------------------------------------------------------------------
 
-    def phonemes_to_audio(self, phonemes: Sequence[str], speed: float = 1.0) -> np.ndarray:
-        """GLM-TTS phonemes (syllables and "," / "." pauses) -> float32 mono audio at 24 kHz."""
+    def phonemes_to_audio(self, phonemes: Sequence[str], speed: float = 1.0, cancel: CancelToken | None = None) -> np.ndarray:
+        """GLM-TTS phonemes (syllables and "," / "." pauses) -> float32 mono audio at 24 kHz.
+
+        `cancel` is checked before every chunk after the first.
+        """
         if self._acoustic is None:
             raise RuntimeError("BakerMandarinVoice.load() has not been called")
         speed = max(speed, _MIN_SPEED)
@@ -267,6 +276,8 @@ class BakerMandarinVoice:
         table = self._inventory.symbol_to_id
         pieces: list[np.ndarray] = []
         for index, (symbols, pause) in enumerate(chunks):
+            if cancel is not None and index:
+                cancel.check()
             ids = np.array([[table[s] for s in symbols]], dtype=np.int32)  # (1, tokens)
             pieces.append(self._ids_to_audio(ids, speed))
             if index < len(chunks) - 1 and pause > 0:

@@ -2,8 +2,8 @@
 
 The encoder is the GE2E d-vector LSTM that ships inside the `resemblyzer` wheel (`pretrained.pt`,
 40 mel channels at 16 kHz in, 256-dim unit vector out). We load its weights strictly into our own
-module and do the preprocessing ourselves (resample, level, VAD trimming, partial windows) so that
-nothing prints, downloads or picks a device on its own.
+module and do the preprocessing ourselves (resample from the prompt's own rate, level, VAD trimming,
+partial windows) so that nothing prints, downloads or picks a device on its own.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import math
 from importlib.resources import files
+from pathlib import Path
 
 import librosa
 import numpy as np
 import parselmouth
 import scipy.ndimage
-import scipy.signal
 import torch
 import webrtcvad
 from torch import nn
 
+from glmtts.audio import resample
 from glmtts.types import SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,14 +67,6 @@ class _DVectorNet(nn.Module):
         _, (hidden, _) = self.lstm(mels)
         embeds = torch.relu(self.linear(hidden[-1]))
         return embeds / embeds.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling of mono float audio; returns float32."""
-    if orig_sr == target_sr:
-        return audio.astype(np.float32, copy=False)
-    gcd = math.gcd(orig_sr, target_sr)
-    return scipy.signal.resample_poly(audio, target_sr // gcd, orig_sr // gcd).astype(np.float32)
 
 
 def _trim_long_silences(wav: np.ndarray) -> np.ndarray:
@@ -125,10 +118,14 @@ class SpeakerEncoder:
         self._device = torch.device("cpu")
         self._mel_basis = librosa.filters.mel(sr=ENCODER_SAMPLE_RATE, n_fft=_N_FFT, n_mels=_N_MELS)  # (40, 201)
 
+    @property
+    def weights_path(self) -> Path:
+        """The bundled resemblyzer weights."""
+        return Path(str(files("resemblyzer").joinpath("pretrained.pt")))
+
     def load(self, device: str) -> None:
         """Load the bundled resemblyzer weights onto `device`, failing on any key mismatch."""
-        weights = files("resemblyzer").joinpath("pretrained.pt")
-        with weights.open("rb") as handle:
+        with self.weights_path.open("rb") as handle:
             checkpoint = torch.load(handle, map_location="cpu", weights_only=True)
         state = {k: v for k, v in checkpoint["model_state"].items() if k not in _TRAINING_ONLY_KEYS}
         net = _DVectorNet()

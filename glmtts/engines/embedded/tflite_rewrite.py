@@ -12,14 +12,15 @@ written atomically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
+
+from glmtts.files import atomic_output
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -141,9 +142,15 @@ def strip_dropout(model_bytes: bytes) -> bytes:
 
 
 def file_digest(path: Path) -> str:
-    """Hex sha256 of a file's content."""
+    """Hex sha256 of a file's content (remembered per path, size and modification time)."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         while block := handle.read(_HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
@@ -160,13 +167,7 @@ def cached_builtin_model(source: Path, cache_dir: Path) -> Path:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     rewritten = strip_dropout(source.read_bytes())
-    handle, temporary = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(rewritten)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as out:
+        out.write(rewritten)
     _LOGGER.info("wrote builtin-only copy of %s to %s", source.name, target)
     return target

@@ -13,6 +13,7 @@ equaliser; it is cheap enough to run on every synthesized segment.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,8 @@ import parselmouth
 import scipy.signal
 from parselmouth.praat import call, run
 
-from glmtts.engines.embedded.speaker import ENCODER_SAMPLE_RATE, SpeakerEncoder, check_prompt, resample
+from glmtts.audio import resample
+from glmtts.engines.embedded.speaker import ENCODER_SAMPLE_RATE, SpeakerEncoder, check_prompt
 from glmtts.types import SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -84,6 +86,10 @@ _MAX_SEARCH_SAMPLE_S = 8.0
 
 _PEAK_LIMIT = 0.99
 _SILENT_PEAK = 1e-6
+
+# Praat has one random generator per process; a seeded "Change gender" holds it from seeding to
+# unseeding, so that another thread's call cannot draw from it in between.
+_PRAAT_RANDOM_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -224,32 +230,34 @@ def _equalize(audio: np.ndarray, sample_rate: int, gains_db: tuple[float, ...]) 
 
 def _change_gender(audio: np.ndarray, sample_rate: int, params: MatchParams, seed: int) -> np.ndarray:
     """Praat's PSOLA "Change gender"; its unvoiced stretches use Praat's global random generator,
-    which is seeded for this call (so equal inputs give equal outputs) and unseeded afterwards."""
+    which is seeded for this call (so equal inputs give equal outputs, in any thread) and unseeded
+    afterwards."""
     sound = parselmouth.Sound(audio, sampling_frequency=sample_rate)
-    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
-    try:
-        with warnings.catch_warnings():
-            # A piece without voicing (a lone fricative, a breath) is copied as it is; Praat warns.
-            warnings.filterwarnings("ignore", message=_NO_VOICING_WARNING, category=parselmouth.PraatWarning)
-            changed = call(
-                sound,
-                "Change gender",
-                params.pitch_floor_hz,
-                params.pitch_ceiling_hz,
-                params.formant_shift_ratio,
-                params.pitch_median_hz,
-                params.pitch_range_factor,
-                params.duration_factor,
-            )
-    finally:
-        run("random_initializeSafelyAndUnpredictably ()")
+    with _PRAAT_RANDOM_LOCK:
+        run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
+        try:
+            with warnings.catch_warnings():
+                # A piece without voicing (a lone fricative, a breath) is copied as it is; Praat warns.
+                warnings.filterwarnings("ignore", message=_NO_VOICING_WARNING, category=parselmouth.PraatWarning)
+                changed = call(
+                    sound,
+                    "Change gender",
+                    params.pitch_floor_hz,
+                    params.pitch_ceiling_hz,
+                    params.formant_shift_ratio,
+                    params.pitch_median_hz,
+                    params.pitch_range_factor,
+                    params.duration_factor,
+                )
+        finally:
+            run("random_initializeSafelyAndUnpredictably ()")
     return changed.values[0]
 
 
 def apply_match(audio: np.ndarray, sample_rate: int, params: MatchParams, seed: int = 0) -> np.ndarray:
     """Transform mono audio with `params`; returns float32 at the same rate, level kept, no clipping.
 
-    Deterministic for a given `seed` as long as no other thread uses Praat at the same moment.
+    Deterministic for a given `seed`, whatever other threads do at the same time.
     """
     audio = np.asarray(audio, dtype=np.float32)
     peak_in = float(np.max(np.abs(audio))) if len(audio) else 0.0
