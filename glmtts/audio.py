@@ -71,6 +71,8 @@ def _read_soundfile(opened: str | io.BytesIO, max_seconds: float) -> tuple[np.nd
         if sound.frames > frames:
             _LOGGER.info("Prompt of %.1f s cut to %.0f s", sound.frames / rate, max_seconds)
         audio = sound.read(frames, dtype="float32", always_2d=True)
+        if len(audio) < min(frames, sound.frames):
+            raise SynthesisError("The prompt audio could not be decoded (the file is damaged or cut short).")
     return audio.mean(axis=1), rate
 
 

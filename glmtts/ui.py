@@ -28,7 +28,7 @@ from glmtts.options import check_options
 from glmtts.pipeline import AsyncSynthesis, SynthesisRequest, playable, result_of
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.service import Service
-from glmtts.types import CancelToken, Cancelled, SynthesisError, SynthesisOptions
+from glmtts.types import Cancelled, CancelToken, SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 

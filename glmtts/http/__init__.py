@@ -10,11 +10,11 @@ from fastapi import FastAPI
 
 from glmtts.http.batch import batch_router
 from glmtts.http.errors import NotReady, install_error_handlers
+from glmtts.http.security import SecurityMiddleware
 from glmtts.http.speech import speech_router
 from glmtts.http.system import system_router
 from glmtts.http.voices import voices_router
 from glmtts.metrics import MetricsMiddleware
-from glmtts.http.security import SecurityMiddleware
 from glmtts.service import Service
 
 

@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from glmtts.openai_compat import openai_error, validation_error
 from glmtts.jobs import BatchTooLarge, JobLimit, JobNotFound, JobStateError
+from glmtts.openai_compat import openai_error, validation_error
 from glmtts.options import OptionError
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import Cancelled, SynthesisError, TimeLimitExceeded

@@ -5,7 +5,6 @@ reproducible run to run; the device sampler's rules (RAS nucleus, window redraw,
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

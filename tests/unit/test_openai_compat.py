@@ -2,15 +2,12 @@
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import pytest
 
 from glmtts.openai_compat import (
     OPENAI_MODELS,
-    OPENAI_SPEED_MAX,
-    OPENAI_SPEED_MIN,
     OPENAI_VOICES,
     VoiceAliases,
     error_type,

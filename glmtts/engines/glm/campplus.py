@@ -9,9 +9,8 @@ samples in [-1, 1]), subtracts its mean over time, feeds it as [1, frames, 80] t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
