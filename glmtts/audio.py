@@ -50,6 +50,8 @@ def read_prompt(source: str | Path | bytes, max_seconds: float = PROMPT_MAX_SECO
         if isinstance(opened, io.BytesIO):
             opened.seek(0)
         audio, rate = _read_av(opened, max_seconds)
+    if not len(audio):
+        raise SynthesisError("The prompt audio could not be decoded (no samples in it).")
     if not PROMPT_MIN_RATE <= rate <= PROMPT_MAX_RATE:
         raise SynthesisError(f"The prompt's sample rate is {rate} Hz; give {PROMPT_MIN_RATE} to {PROMPT_MAX_RATE} Hz.")
     if not np.all(np.isfinite(audio)):
