@@ -26,7 +26,7 @@ def secured(tmp_path_factory):
 
 def speech(url: str, body: dict, key: str | None = None, header: str = "authorization") -> httpx.Response:
     headers = {} if key is None else {header: f"Bearer {key}" if header == "authorization" else key}
-    return httpx.post(f"{url}/v1/audio/speech", json=body, headers=headers, timeout=120)
+    return httpx.post(f"{url}/v1/audio/speech", json={"response_format": "wav", **body}, headers=headers, timeout=120)
 
 
 def test_probes_stay_open_and_the_api_wants_a_valid_key(secured):
