@@ -129,4 +129,4 @@ def test_the_system_tab_shows_a_status_table_and_clears_caches(page):
     status.get_by_text("engine_reason").first.wait_for(timeout=UI_TIMEOUT_MS)
     page.locator("#system-memory").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
     page.locator("#clear-vram").click()
-    page.locator("#cleared").get_by_text("rss_mib").first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.locator("#cleared").get_by_text("rss_mib").first.wait_for(state="attached", timeout=UI_TIMEOUT_MS)
