@@ -29,13 +29,15 @@ def prompt_paths() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def embedded_pipeline(tmp_path_factory):
-    """The real pipeline on the embedded voices, loaded and warmed once for the session."""
-    from glmtts.pipeline import build_pipeline
+def embedded_service(tmp_path_factory):
+    """The real service on the embedded voices, loaded, warmed and serving once for the session."""
+    from glmtts.service import build_service
     from glmtts.settings import Settings
 
     outputs = tmp_path_factory.mktemp("outputs")
-    pipeline = build_pipeline(Settings(device="cpu", outputs=outputs))
-    pipeline.load()
-    pipeline.warmup()
-    return pipeline
+    service = build_service(Settings(device="cpu", outputs=outputs))
+    service.load()
+    service.warmup()
+    service.mark_ready()
+    yield service
+    service.shutdown()

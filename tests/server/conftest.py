@@ -1,5 +1,6 @@
 """The app started as a real process on a free loopback port, shared by the server tests."""
 
+import io
 import os
 import socket
 import subprocess
@@ -10,11 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import httpx
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600
+RATE = 24000
 FIRST_SENTENCE = "Warm start means the first request is as fast as the hundredth."
 
 
@@ -36,6 +40,24 @@ def free_port() -> int:
 def speak(url: str, text: str, **extra) -> httpx.Response:
     """POST /v1/audio/speech; wav unless `response_format` says otherwise (the API's default is mp3, as OpenAI's)."""
     return httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav", **extra}, timeout=300)
+
+
+def decode(data: bytes, fmt: str | None = None) -> tuple[str, int, np.ndarray]:
+    """Codec name, sample rate and float mono samples of any format we serve, read by PyAV (FFmpeg).
+
+    `fmt` "pcm" reads raw 16-bit mono at 24 kHz; other formats are recognised from their bytes (a
+    streamed FLAC has no length, which libsndfile refuses).
+    """
+    raw = {"sample_rate": str(RATE), "ch_layout": "mono"} if fmt == "pcm" else {}
+    with av.open(io.BytesIO(data), format="s16le" if fmt == "pcm" else None, options=raw) as container:
+        stream = container.streams.audio[0]
+        to_float = av.AudioResampler(format="flt", layout="mono")
+        pieces, rate = [], None
+        for frame in container.decode(stream):
+            rate = frame.sample_rate
+            pieces += [f.to_ndarray().reshape(-1) for f in to_float.resample(frame)]
+        name = stream.codec_context.name
+    return name, rate, np.concatenate(pieces)
 
 
 @contextmanager

@@ -4,13 +4,10 @@ before the synthesis ends, SSE events, OpenAI-shaped errors that the SDK turns i
 and the model list."""
 
 import base64
-import io
 import json
 import re
 import time
-from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import openai
@@ -21,9 +18,9 @@ from openai import OpenAI
 from glmtts.encoders import FORMATS
 from glmtts.openai_compat import OPENAI_SPEED_MAX, OPENAI_SPEED_MIN
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import RATE, ROOT, decode
+
 ALIASES: dict[str, str] = json.loads((ROOT / "configs" / "openai_voices.json").read_text(encoding="utf-8"))
-RATE = 24000  # the embedded engine's rate, and OpenAI's for pcm
 SENTENCE = "The birch canoe slid on the smooth planks."
 VOICE = "nova"  # the format checks compare lengths, so they all use one voice
 VOICE_TARGET = ALIASES[VOICE]
@@ -38,20 +35,6 @@ def paragraph(count: int) -> str:
 @pytest.fixture(scope="module")
 def client(app_server) -> OpenAI:
     return OpenAI(base_url=f"{app_server.url}/v1", api_key="unused", max_retries=0, timeout=300)
-
-
-def decode(data: bytes, fmt: str) -> tuple[str, int, np.ndarray]:
-    """Codec name, sample rate and float samples, read by PyAV (FFmpeg)."""
-    raw = {"sample_rate": str(RATE), "ch_layout": "mono"} if fmt == "pcm" else {}
-    with av.open(io.BytesIO(data), format="s16le" if fmt == "pcm" else None, options=raw) as container:
-        stream = container.streams.audio[0]
-        to_float = av.AudioResampler(format="flt", layout="mono")
-        pieces, rate = [], None
-        for frame in container.decode(stream):
-            rate = frame.sample_rate
-            pieces += [f.to_ndarray().reshape(-1) for f in to_float.resample(frame)]
-        name = stream.codec_context.name
-    return name, rate, np.concatenate(pieces)
 
 
 def check_audio(data: bytes, fmt: str, expected_s: float) -> float:

@@ -20,7 +20,7 @@ from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import AudioChunk, CancelToken, Segment, SynthesisError, TimeLimitExceeded
 from glmtts.ui import LIVE_PLAYBACK
 
-from .conftest import speak
+from .conftest import decode, speak
 
 RATE = 24000
 TWO_SEGMENTS = (
@@ -147,16 +147,6 @@ def test_pipeline_errors_map_to_statuses_on_every_route(error, status, retry_aft
 
 
 # ----------------------------------------------------------------------------- the app as a process
-def decode(data: bytes) -> tuple[np.ndarray, int]:
-    """Any of our streamed formats (a streamed FLAC has no length, which libsndfile refuses) with PyAV."""
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.audio[0]
-        samples = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
-        return np.concatenate(samples).astype(np.float32), stream.codec_context.sample_rate
-
-
 def stream(url: str, text: str, fmt: str) -> tuple[httpx.Response, list[tuple[float, bytes]]]:
     """POST a streamed request; returns the response and (seconds since the request, bytes) per read."""
     start = time.perf_counter()
@@ -186,7 +176,7 @@ def test_streamed_audio_matches_the_whole_file(app_server, fmt):
     else:
         if fmt == "wav":
             assert data[:4] == b"RIFF" and data[40:44] == b"\xff\xff\xff\xff"
-        audio, rate = decode(data)
+        _, rate, audio = decode(data)
         assert rate == RATE and np.abs(audio).max() > 0.05
         streamed_s = len(audio) / rate
     whole = speak(app_server.url, TWO_SEGMENTS, response_format=fmt if fmt != "pcm" else "wav")
