@@ -2,7 +2,8 @@
 
 Lifecycle (see STYLE.md #3): constructing an engine is cheap; `load(device)` builds every stage on
 the device; the pipeline then calls `warmup()` so lazy initialisation happens before the server
-reports ready. Engines never pick a device themselves.
+reports ready. Engines never pick a device themselves; `auto_device()` only says which one they
+would use best.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ class Engine(ABC):
     speed_range: tuple[float, float] = (0.5, 2.0)  # speaking rates the engine renders well
     max_batch: int = 1  # how many requests may synthesize at once; above 1 the engine batches their work
     analysis_version: str = "1"  # change it when prepare_voice's output changes: stored analyses are redone
+
+    def auto_device(self) -> str:
+        """The device "--device auto" means for this engine on this machine."""
+        return "cpu"
 
     @abstractmethod
     def load(self, device: str) -> None:

@@ -62,7 +62,10 @@ def check_options(engine: Engine, values: Mapping[str, object]) -> SynthesisOpti
     if "seed" in given:
         checked["seed"] = _whole("seed", given["seed"], 0, MAX_SEED)
     if "speed" in given:
-        checked["speed"] = _number("speed", given["speed"], *engine.speed_range)
+        low, high = engine.speed_range
+        if low == high and given["speed"] != low:
+            raise OptionError("speed", f"speed must be {low:g} with the {engine.name} engine (got {given['speed']!r}).")
+        checked["speed"] = _number("speed", given["speed"], low, high)
     if "sample_rate" in given:
         rate = given["sample_rate"]
         if isinstance(rate, bool) or rate not in engine.sample_rates:

@@ -30,7 +30,7 @@ from glmtts.jobs import BatchJobs
 from glmtts.metrics import Metrics
 from glmtts.pipeline import Pipeline
 from glmtts.scheduler import DeviceScheduler
-from glmtts.settings import Settings, resolve_device
+from glmtts.settings import Settings
 from glmtts.voices import VoiceLibrary
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Service:
         self.settings = settings
         self.engine = engine
         self.engine_reason = engine_reason
-        self.device = resolve_device(settings.device)
+        self.device = engine.auto_device() if settings.device == "auto" else settings.device
         self.scheduler = DeviceScheduler(max_waiting=settings.max_queue)
         self.frontend = TextFrontend(settings.replace_dict)
         self.shared = None  # glmtts.cluster.SharedState when replicas share state

@@ -12,19 +12,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_BATCH_LEASE_S = 3.0  # a lease is renewed every third of it; shorter would be renewal traffic for nothing
 
 
-def resolve_device(requested: str) -> str:
-    """Turn "auto" into "cuda" when a CUDA device is present, else "mps" or "cpu"."""
-    if requested != "auto":
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 @dataclass
 class Settings:
     """Everything the app needs to start; each field has an environment variable of the same name."""

@@ -300,7 +300,8 @@ def build_ui(service: Service) -> gr.Blocks:
             with gr.Accordion("Advanced settings", open=False):
                 with gr.Row():
                     seed = gr.Number(42, label="Seed", precision=0)
-                    speed = gr.Slider(*engine.speed_range, 1.0, step=0.05, label="Speed")
+                    low, high = engine.speed_range
+                    speed = gr.Slider(low, high, 1.0, step=0.05, label="Speed", interactive=low < high)
                     sample_rate = gr.Dropdown(list(engine.sample_rates), value=engine.sample_rates[0], label="Sample rate")
                 with gr.Row(visible=engine.samples):
                     sampling = gr.Radio(["ras", "topk"], value=SAMPLING_DEFAULTS["sampling"], label="Sampling method")

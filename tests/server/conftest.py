@@ -1,6 +1,5 @@
 """The app started as a real process on a free loopback port, shared by the server tests."""
 
-import io
 import os
 import socket
 import subprocess
@@ -11,14 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import httpx
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600
 RATE = 24000
+POLL_S = 0.2
 FIRST_SENTENCE = "Warm start means the first request is as fast as the hundredth."
 
 
@@ -42,22 +40,21 @@ def speak(url: str, text: str, **extra) -> httpx.Response:
     return httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav", **extra}, timeout=300)
 
 
-def decode(data: bytes, fmt: str | None = None) -> tuple[str, int, np.ndarray]:
-    """Codec name, sample rate and float mono samples of any format we serve, read by PyAV (FFmpeg).
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(POLL_S)
+    pytest.fail(f"timed out waiting for {what}")
 
-    `fmt` "pcm" reads raw 16-bit mono at 24 kHz; other formats are recognised from their bytes (a
-    streamed FLAC has no length, which libsndfile refuses).
-    """
-    raw = {"sample_rate": str(RATE), "ch_layout": "mono"} if fmt == "pcm" else {}
-    with av.open(io.BytesIO(data), format="s16le" if fmt == "pcm" else None, options=raw) as container:
-        stream = container.streams.audio[0]
-        to_float = av.AudioResampler(format="flt", layout="mono")
-        pieces, rate = [], None
-        for frame in container.decode(stream):
-            rate = frame.sample_rate
-            pieces += [f.to_ndarray().reshape(-1) for f in to_float.resample(frame)]
-        name = stream.codec_context.name
-    return name, rate, np.concatenate(pieces)
+
+def is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @contextmanager

@@ -18,7 +18,8 @@ from openai import OpenAI
 from glmtts.encoders import FORMATS
 from glmtts.openai_compat import OPENAI_SPEED_MAX, OPENAI_SPEED_MIN
 
-from .conftest import RATE, ROOT, decode
+from ..decoding import decode
+from .conftest import RATE, ROOT
 
 ALIASES: dict[str, str] = json.loads((ROOT / "configs" / "openai_voices.json").read_text(encoding="utf-8"))
 SENTENCE = "The birch canoe slid on the smooth planks."

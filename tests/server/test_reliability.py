@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import RATE, ROOT, decode, speak
+from ..decoding import decode
+from .conftest import RATE, ROOT, speak
 
 TOO_BIG = 25 * 1024 * 1024  # over the default 21 MB request body limit
 DEFAULT_OPTIONS = [42, "ras", 25, 0.8, 1.0, 1.0, 24000, True, False]  # seed ... use_phoneme, as the UI sends them

@@ -22,30 +22,12 @@ import httpx
 import pytest
 
 from ..unit.test_redis_server import RedisServer, redis
-from .conftest import ROOT, START_TIMEOUT_S, free_port, launched_app, speak
+from .conftest import ROOT, START_TIMEOUT_S, free_port, is_ready, launched_app, speak, wait_for
 
 PROMPTS = ROOT / "examples" / "prompt"
 LEASE_S = 6
-POLL_S = 0.2
 JOB_TIMEOUT_S = 300
 SENTENCE = "This sentence is long enough that each batch item takes a moment to synthesize on the processor."
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL_S)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def is_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def batch_lines(count: int, prefix: str) -> str:

@@ -20,7 +20,8 @@ from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import AudioChunk, CancelToken, Segment, SynthesisError, TimeLimitExceeded
 from glmtts.ui import LIVE_PLAYBACK
 
-from .conftest import decode, speak
+from ..decoding import decode
+from .conftest import speak
 
 RATE = 24000
 TWO_SEGMENTS = (

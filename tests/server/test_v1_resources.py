@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from .conftest import ROOT, START_TIMEOUT_S, free_port, speak
+from .conftest import ROOT, START_TIMEOUT_S, free_port, is_ready, speak, wait_for
 
 PROMPTS = ROOT / "examples" / "prompt"
-POLL_S = 0.2
 JOB_TIMEOUT_S = 300
 SENTENCE = "This sentence is long enough that each batch item takes a moment to synthesize on the processor."
 
@@ -45,23 +43,6 @@ class SupervisedApp:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL_S)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def is_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="module")

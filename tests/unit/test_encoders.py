@@ -30,6 +30,8 @@ from glmtts.encoders import (
     sse_event,
 )
 
+from ..decoding import decode
+
 TONE_HZ = 440.0
 CODECS = {"mp3": "mp3", "opus": "opus", "aac": "aac", "flac": "flac", "wav": "pcm_s16le", "pcm": "pcm_s16le"}
 LOSSLESS = ("flac", "wav", "pcm")
@@ -42,21 +44,6 @@ LONG_MINUTES = {"mp3": 5, "aac": 5, "opus": 5}  # the lossy codecs encode about 
 def tone(seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
-
-
-def decode(data: bytes, fmt: str, rate: int) -> tuple[str, int, np.ndarray]:
-    """Codec name, sample rate and float samples of an encoded file, read by PyAV (FFmpeg)."""
-    raw = {"sample_rate": str(rate), "ch_layout": "mono"} if fmt == "pcm" else {}
-    with av.open(io.BytesIO(data), format="s16le" if fmt == "pcm" else None, options=raw) as container:
-        stream = container.streams.audio[0]
-        to_float = av.AudioResampler(format="flt", layout="mono")
-        pieces, out_rate = [], None
-        for frame in container.decode(stream):
-            out_rate = frame.sample_rate
-            pieces += [f.to_ndarray().reshape(-1) for f in to_float.resample(frame)]
-        pieces += [f.to_ndarray().reshape(-1) for f in to_float.resample(None)]
-        name = stream.codec_context.name
-    return name, out_rate, np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
 def dominant_hz(audio: np.ndarray, rate: int) -> float:

@@ -47,3 +47,12 @@ def test_bad_values_name_the_option_and_its_range(values, param, message):
 
 def test_the_seed_range_is_the_full_32_bit_range():
     assert check_options(ENGINE, {"seed": MAX_SEED}).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.5, math.nan, "fast"])
+def test_an_engine_without_rate_control_names_its_only_speed(speed):
+    paced_by_its_model = SimpleNamespace(name="glm-tts", sample_rates=(24000,), speed_range=(1.0, 1.0))
+    assert check_options(paced_by_its_model, {"speed": 1}).speed == 1.0
+    with pytest.raises(OptionError, match=r"speed must be 1 with the glm-tts engine") as raised:
+        check_options(paced_by_its_model, {"speed": speed})
+    assert raised.value.param == "speed"

@@ -119,6 +119,8 @@ def test_mandarin_maps_glm_spellings_to_baker(mandarin):
     pinyin = mandarin.phonemes_to_symbols("W O3 M EN5 Q U4 G ONG1 Y UAN2 Y OU3 Y I1 ZH I1 N AR3".split())
     expected = "sil ^ uo3 #0 m en5 #0 q v4 #0 g ong1 #0 ^ van2 #0 ^ iou3 #0 ^ i1 #0 zh iii1 #0 n a3 er5 sil eos"
     assert pinyin[0][0] == expected.split()
+    here = mandarin.phonemes_to_symbols("ZH ER4 ER2".split())  # 这儿 (erhua'd E), then 儿 on its own
+    assert here[0][0] == "sil zh e4 er5 #0 ^ er2 sil eos".split()
     with_comma = mandarin.phonemes_to_symbols("N I3 , H AO3".split())
     assert with_comma[0][0] == "sil n i3 #3 h ao3 sil eos".split()
 

@@ -70,10 +70,15 @@ DECODE_WINDOW_FRAMES = 512
 DECODE_CONTEXT_FRAMES = 16
 
 
+def english_runs_on_cuda() -> bool:
+    """Whether this onnxruntime build can run the English voice on a CUDA device."""
+    return _CUDA_PROVIDER in onnxruntime.get_available_providers()
+
+
 def _session_providers(device: str) -> list[str | tuple[str, dict[str, object]]]:
     """onnxruntime providers for `device`: CUDA only when asked for and available."""
     if device.startswith("cuda"):
-        if _CUDA_PROVIDER in onnxruntime.get_available_providers():
+        if english_runs_on_cuda():
             device_id = int(device.split(":", 1)[1]) if ":" in device else 0
             return [(_CUDA_PROVIDER, {"device_id": device_id}), _CPU_PROVIDER]
         _LOGGER.warning("onnxruntime has no CUDA provider here; the English voice runs on the CPU")

@@ -176,7 +176,7 @@ class BakerMandarinVoice:
             base = "III"
         base = _FINAL_ALIASES.get(base, base).lower()
         finals = self._inventory.finals
-        if base in finals:
+        if base in finals and not (initial and base == "er"):  # after an initial, "ER4" is an erhua'd E (这儿)
             return [base + tone]
         if base.endswith("r") and base[:-1] in finals:  # erhua: "AR2" -> a2 er5
             return [base[:-1] + tone, _NEUTRAL_ER]

@@ -107,6 +107,7 @@ class GLMTTSEngine(Engine):
     name = "glm-tts"
     sample_rates = (HIFT_RATE, VOCOS_RATE)
     samples = True
+    speed_range = (1.0, 1.0)  # no rate control: the LLM sets the pace, as upstream's does
     # 2: prompts arrive at their file's own rate and each consumer resamples from it (was: from 24 kHz).
     analysis_version = "2"
 
@@ -150,6 +151,13 @@ class GLMTTSEngine(Engine):
         self.schedule = StreamSchedule()
 
     # ----------------------------------------------------------------- lifecycle
+    def auto_device(self) -> str:
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+
     def load(self, device: str) -> None:
         """Load every stage onto `device`: LLM and flow in the engine dtype, the rest in float32."""
         checkpoint.validate_checkpoint(self.ckpt_root)
