@@ -7,7 +7,10 @@ port; `/ready` says 200 once a warm-up request has gone through every layer a cl
 
 from __future__ import annotations
 
+import gc
 import os
+
+gc.disable()  # no cycle collection while start-up builds its long-lived objects: imports run faster
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,6 +72,9 @@ try:
 except Exception as error:
     _LOGGER.exception("Start-up failed")
     raise SystemExit(f"Start-up failed: {type(error).__name__}: {error}") from error
+gc.collect()
+gc.freeze()  # what start-up built lives as long as the process: later collections skip it
+gc.enable()
 service.mark_ready()
 service.timings["ready_s"] = time.perf_counter() - started
 _LOGGER.info("Ready in %.1f s: %s", service.timings["ready_s"], service.status())

@@ -48,7 +48,7 @@ class Service:
         self.engine_reason = engine_reason
         self.device = engine.auto_device() if settings.device == "auto" else settings.device
         self.scheduler = DeviceScheduler(max_waiting=settings.max_queue)
-        self.frontend = TextFrontend(settings.replace_dict)
+        self.frontend = TextFrontend(settings.replace_dict, settings.cache_dir)
         self.shared = None  # glmtts.cluster.SharedState when replicas share state
         store = None  # the saved voices' store: folders on local disk unless replicas share state
         if settings.redis_url:

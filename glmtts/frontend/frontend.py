@@ -44,10 +44,10 @@ class TextFrontend:
     (`<|CH|><|ONG2|>` syllables and `[[arpa: ...]]` / `[[ipa: ...]]` spans) are honoured in every mode.
     """
 
-    def __init__(self, replace_dict_path: Path | None = None):
+    def __init__(self, replace_dict_path: Path | None = None, cache_dir: Path | None = None):
         self.replace_dict_path = replace_dict_path
         self.normalizer = TextNormalizer()
-        self.g2p = ChineseG2P()
+        self.g2p = ChineseG2P(cache_dir)
         self.replace_dict = ReplaceDict()
         self._loaded = False
 

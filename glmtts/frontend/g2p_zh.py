@@ -19,6 +19,7 @@ import logging
 import re
 import warnings
 from importlib import resources
+from pathlib import Path
 
 from glmtts.frontend.phonemes import FINAL_TONES
 from glmtts.frontend.zh_rules import RULE_CHARS, apply_rules
@@ -120,7 +121,8 @@ def load_polyphones(text: str) -> dict[str, tuple[tuple[str, ...], ...]]:
 class ChineseG2P:
     """Turns runs of Han characters into lexical readings, one per character, and their words."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir  # where jieba keeps its parsed dictionary (default: the system's temp folder)
         self._tokenizer = None
         self._phrase_dict: dict[str, list[list[str]]] = {}
         self._char_dict: dict[int, str] = {}
@@ -140,6 +142,9 @@ class ChineseG2P:
 
         logging.getLogger("jieba").setLevel(logging.WARNING)
         tokenizer = jieba.Tokenizer()
+        if self.cache_dir is not None:  # kept with our caches: a fresh /tmp would cost seconds of parsing
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tokenizer.tmp_dir = str(self.cache_dir)
         tokenizer.initialize()
         text = resources.files("glmtts.frontend").joinpath(POLYPHONES_RESOURCE).read_text(encoding="utf-8")
         self._phrases = load_phrase_readings(text)

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from glmtts.audio import resample
 from glmtts.engines.embedded.english import PiperEnglishVoice
@@ -53,13 +52,9 @@ MAX_FIT_SECONDS = 15.0  # about 2 s on 2 idle cores; generous for a loaded machi
 
 @pytest.fixture(scope="module")
 def encoder():
-    # One intra-op thread: a 2-thread LSTM on a busy 2-core machine slows down some 50-fold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     speaker_encoder = SpeakerEncoder()
-    speaker_encoder.load("cpu")
-    yield speaker_encoder
-    torch.set_num_threads(threads)
+    speaker_encoder.load()
+    return speaker_encoder
 
 
 @pytest.fixture(scope="module")

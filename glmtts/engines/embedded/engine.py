@@ -29,7 +29,7 @@ import psutil
 from glmtts import memory
 from glmtts.audio import crossfade_join, resample
 from glmtts.engine import Engine
-from glmtts.engines.embedded.english import PiperEnglishVoice
+from glmtts.engines.embedded.english import PiperEnglishVoice, english_runs_on_cuda
 from glmtts.engines.embedded.mandarin import BakerMandarinVoice
 from glmtts.engines.embedded.speaker import SpeakerEncoder, check_prompt
 from glmtts.engines.embedded.tflite_rewrite import file_digest
@@ -48,9 +48,9 @@ MANDARIN_REFERENCE = tuple(  # 今天天气很好，我们一起去公园散步�
 REFERENCE_SEED = 0
 # What the reference profiles depend on besides the model files: this package's code, the resampler,
 # and the libraries that synthesize and analyse.
-_REFERENCE_CODE = ("glmtts.engines.embedded", "glmtts.audio")
+_REFERENCE_CODE = ("glmtts.engines.embedded", "glmtts.audio", "glmtts.dsp")
 _REFERENCE_PACKAGES = (
-    "numpy", "scipy", "soxr", "librosa", "torch", "onnxruntime", "ai-edge-litert", "piper-tts",
+    "numpy", "soxr", "onnxruntime", "ai-edge-litert", "piper-tts",
     "praat-parselmouth", "webrtcvad-wheels",
 )  # fmt: skip
 _REFERENCE_KEY_CHARS = 16
@@ -89,7 +89,7 @@ class EmbeddedEngine(Engine):
     name = "embedded"
     sample_rates = (OUTPUT_RATE,)
     samples = False
-    analysis_version = "2"  # prompts are analysed at their own rate; English noise is seeded
+    analysis_version = "3"  # numpy speaker encoder and DSP: analyses differ in the last digits
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = cache_dir
@@ -97,6 +97,9 @@ class EmbeddedEngine(Engine):
         self.mandarin = BakerMandarinVoice(cache_dir)
         self.encoder = SpeakerEncoder()
         self._references: dict[str, tuple[np.ndarray, int, VoiceProfile]] = {}
+
+    def auto_device(self) -> str:
+        return "cuda" if english_runs_on_cuda() else "cpu"  # only the English voice's ONNX graphs can use a GPU
 
     def load(self, device: str) -> None:
         self.english.load(device)

@@ -1,27 +1,30 @@
 """Speaker d-vectors and prompt checks for the embedded engine.
 
 The encoder is the GE2E d-vector LSTM that ships inside the `resemblyzer` wheel (`pretrained.pt`,
-40 mel channels at 16 kHz in, 256-dim unit vector out). We load its weights strictly into our own
-module and do the preprocessing ourselves (resample from the prompt's own rate, level, VAD trimming,
-partial windows) so that nothing prints, downloads or picks a device on its own.
+40 mel channels at 16 kHz in, 256-dim unit vector out). We read its weights ourselves, without torch
+and strictly, run the network in numpy, and do the preprocessing ourselves (resample from the
+prompt's own rate, level, VAD trimming, partial windows) so that nothing prints, downloads or picks
+a device on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import math
-from importlib.resources import files
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-import librosa
 import numpy as np
 import parselmouth
-import scipy.ndimage
-import torch
 import webrtcvad
-from torch import nn
+from threadpoolctl import threadpool_limits
 
 from glmtts.audio import resample
+from glmtts.dsp import binary_dilation, mel_filterbank, stft, uniform_filter1d
+from glmtts.engines.embedded.torch_legacy import read_legacy_checkpoint
 from glmtts.types import SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,6 +45,13 @@ _VAD_SMOOTHING = 8  # windows in the moving average over VAD decisions
 _VAD_MAX_SILENCE = 6  # windows of silence kept around speech
 _VAD_MODE = 3
 _TRAINING_ONLY_KEYS = ("similarity_weight", "similarity_bias")  # GE2E loss scale, unused at inference
+_WEIGHT_SHAPES = {
+    **{f"lstm.weight_ih_l{k}": (4 * _HIDDEN, _N_MELS if k == 0 else _HIDDEN) for k in range(_LAYERS)},
+    **{f"lstm.weight_hh_l{k}": (4 * _HIDDEN, _HIDDEN) for k in range(_LAYERS)},
+    **{f"lstm.bias_{kind}_l{k}": (4 * _HIDDEN,) for kind in ("ih", "hh") for k in range(_LAYERS)},
+    "linear.weight": (EMBEDDING_DIM, _HIDDEN),
+    "linear.bias": (EMBEDDING_DIM,),
+}
 
 # Prompt checks.
 MIN_PROMPT_SECONDS = 1.0
@@ -54,19 +64,89 @@ _PITCH_CEILING_HZ = 600.0
 _PITCH_STEP_S = 0.01
 
 
-class _DVectorNet(nn.Module):
-    """LSTM over mel frames; the last layer's final hidden state, projected, is the d-vector."""
+def _checked_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inference weights, after checking that names and shapes are exactly the network's."""
+    state = {name: array for name, array in state.items() if name not in _TRAINING_ONLY_KEYS}
+    missing, unexpected = _WEIGHT_SHAPES.keys() - state.keys(), state.keys() - _WEIGHT_SHAPES.keys()
+    if missing or unexpected:
+        raise RuntimeError(f"Speaker encoder weights: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    wrong = [name for name, shape in _WEIGHT_SHAPES.items() if state[name].shape != shape]
+    if wrong:
+        raise RuntimeError(f"Speaker encoder weights with unexpected shapes: {wrong}")
+    return state
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(_N_MELS, _HIDDEN, _LAYERS, batch_first=True)
-        self.linear = nn.Linear(_HIDDEN, EMBEDDING_DIM)
 
-    def forward(self, mels: torch.Tensor) -> torch.Tensor:
-        # mels: (batch, frames, 40) power mel -> (batch, 256) unit vectors
-        _, (hidden, _) = self.lstm(mels)
-        embeds = torch.relu(self.linear(hidden[-1]))
-        return embeds / embeds.norm(dim=1, keepdim=True).clamp_min(1e-12)
+_BLAS_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """numpy's BLAS on one thread: threads that wait for each other's cores on a busy machine make the
+    encoder's small products many times slower. One caller at a time, so each restores what it found."""
+    with _BLAS_LIMIT_LOCK, threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _gate_blocks(weights: np.ndarray) -> np.ndarray:
+    """torch's LSTM gate blocks (input, forget, cell, output) reordered to (input, forget, output, cell),
+    the three sigmoid gates halved (exactly), so that one tanh gives all four: sigmoid(x) = (1 + tanh(x / 2)) / 2."""
+    input_gate, forget_gate, cell_input, output_gate = np.split(weights, 4)
+    return np.concatenate([0.5 * input_gate, 0.5 * forget_gate, 0.5 * output_gate, cell_input])
+
+
+class _DVectorNet:
+    """LSTM over mel frames; the last layer's final hidden state, projected, is the d-vector.
+
+    torch's `nn.LSTM(40, 256, 3, batch_first=True)` + `nn.Linear(256, 256)` + ReLU + L2 normalisation,
+    in float32 numpy, zero initial state. Arrays are feature-major, (features, frames, batch), so that
+    each step's product is one (4 * hidden, hidden) x (hidden, batch) matrix product.
+    """
+
+    def __init__(self, state: dict[str, np.ndarray]) -> None:
+        self._layers = [
+            (
+                _gate_blocks(state[f"lstm.weight_ih_l{k}"]),  # (4 * hidden, inputs)
+                _gate_blocks(state[f"lstm.weight_hh_l{k}"]),  # (4 * hidden, hidden)
+                _gate_blocks(state[f"lstm.bias_ih_l{k}"] + state[f"lstm.bias_hh_l{k}"])[:, None],
+            )
+            for k in range(_LAYERS)
+        ]
+        self._linear_weight = state["linear.weight"]  # (256, hidden)
+        self._linear_bias = state["linear.bias"][:, None]
+
+    def __call__(self, mels: np.ndarray) -> np.ndarray:
+        """(batch, frames, 40) power mel -> (batch, 256) unit vectors."""
+        batch, n_frames, _ = mels.shape
+        sequence = np.ascontiguousarray(mels.transpose(2, 1, 0), dtype=np.float32)  # (40, frames, batch)
+        with _single_threaded_blas():
+            for input_weight, hidden_weight, bias in self._layers:
+                input_gates = input_weight @ sequence.reshape(len(sequence), -1) + bias  # all frames at once
+                sequence = self._recurrence(input_gates.reshape(-1, n_frames, batch), hidden_weight)
+        embeds = np.maximum(self._linear_weight @ sequence[:, -1] + self._linear_bias, 0.0)  # (256, batch)
+        return (embeds / np.maximum(np.linalg.norm(embeds, axis=0), 1e-12)).T
+
+    @staticmethod
+    def _recurrence(input_gates: np.ndarray, hidden_weight: np.ndarray) -> np.ndarray:
+        """(4 * hidden, frames, batch) input projections -> (hidden, frames, batch) hidden states."""
+        _, n_frames, batch = input_gates.shape
+        outputs = np.empty((_HIDDEN, n_frames, batch), dtype=np.float32)
+        hidden = np.zeros((_HIDDEN, batch), dtype=np.float32)
+        cell = np.zeros((_HIDDEN, batch), dtype=np.float32)
+        gates = np.empty((4 * _HIDDEN, batch), dtype=np.float32)
+        input_gate, forget_gate, output_gate, cell_input = np.split(gates, 4)  # views into `gates`
+        sigmoid_gates = gates[: 3 * _HIDDEN]
+        for t in range(n_frames):
+            np.matmul(hidden_weight, hidden, out=gates)
+            gates += input_gates[:, t]
+            np.tanh(gates, out=gates)
+            sigmoid_gates *= 0.5
+            sigmoid_gates += 0.5
+            cell *= forget_gate
+            cell += input_gate * cell_input
+            hidden = outputs[:, t]
+            np.tanh(cell, out=hidden)
+            hidden *= output_gate
+        return outputs
 
 
 def _trim_long_silences(wav: np.ndarray) -> np.ndarray:
@@ -81,8 +161,8 @@ def _trim_long_silences(wav: np.ndarray) -> np.ndarray:
         [vad.is_speech(pcm[i * window : (i + 1) * window].tobytes(), ENCODER_SAMPLE_RATE) for i in range(n_windows)],
         dtype=np.float64,
     )
-    smoothed = scipy.ndimage.uniform_filter1d(flags, _VAD_SMOOTHING, mode="constant") >= 0.5
-    keep = scipy.ndimage.binary_dilation(smoothed, np.ones(_VAD_MAX_SILENCE + 1, dtype=bool))
+    smoothed = uniform_filter1d(flags, _VAD_SMOOTHING) >= 0.5
+    keep = binary_dilation(smoothed, _VAD_MAX_SILENCE + 1)
     if not keep.any():
         return wav
     return wav[: n_windows * window][np.repeat(keep, window)]
@@ -115,29 +195,26 @@ class SpeakerEncoder:
 
     def __init__(self) -> None:
         self._net: _DVectorNet | None = None
-        self._device = torch.device("cpu")
-        self._mel_basis = librosa.filters.mel(sr=ENCODER_SAMPLE_RATE, n_fft=_N_FFT, n_mels=_N_MELS)  # (40, 201)
+        self._mel_basis = mel_filterbank(ENCODER_SAMPLE_RATE, _N_FFT, _N_MELS)  # (40, 201)
 
     @property
     def weights_path(self) -> Path:
-        """The bundled resemblyzer weights."""
-        return Path(str(files("resemblyzer").joinpath("pretrained.pt")))
+        """The bundled resemblyzer weights, found without importing the package (it imports torch)."""
+        spec = importlib.util.find_spec("resemblyzer")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("The resemblyzer wheel, which holds the speaker encoder's weights, is not installed")
+        return Path(spec.submodule_search_locations[0]) / "pretrained.pt"
 
-    def load(self, device: str) -> None:
-        """Load the bundled resemblyzer weights onto `device`, failing on any key mismatch."""
-        with self.weights_path.open("rb") as handle:
-            checkpoint = torch.load(handle, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in checkpoint["model_state"].items() if k not in _TRAINING_ONLY_KEYS}
-        net = _DVectorNet()
-        net.load_state_dict(state, strict=True)
-        self._device = torch.device(device)
-        self._net = net.to(self._device).eval()
-        _LOGGER.info("Speaker encoder loaded on %s", self._device)
+    def load(self, device: str = "cpu") -> None:
+        """Load the bundled resemblyzer weights, failing on any key or shape mismatch; the network runs in
+        numpy on the CPU whatever `device` says."""
+        self._net = _DVectorNet(_checked_state(read_legacy_checkpoint(self.weights_path)))
+        _LOGGER.info("Speaker encoder loaded")
 
     def _mel(self, wav: np.ndarray) -> np.ndarray:
         """16 kHz audio -> (frames, 40) power mel, as the encoder was trained on."""
-        spec = librosa.stft(wav, n_fft=_N_FFT, hop_length=_HOP, window="hann", center=True)
-        return (self._mel_basis @ np.abs(spec) ** 2).T.astype(np.float32)
+        power = np.abs(stft(wav, _N_FFT, _HOP)) ** 2
+        return (self._mel_basis @ power).T.astype(np.float32)
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Mono float audio -> unit-norm float32 d-vector of shape (256,)."""
@@ -150,8 +227,7 @@ class SpeakerEncoder:
         if len(mel) < _PARTIAL_FRAMES:
             mel = np.pad(mel, ((0, _PARTIAL_FRAMES - len(mel)), (0, 0)))
         batch = np.stack([mel[s : s + _PARTIAL_FRAMES] for s in _partial_starts(len(mel))])  # (n, 160, 40)
-        with torch.inference_mode():
-            partials = self._net(torch.from_numpy(batch).to(self._device)).cpu().numpy()  # (n, 256)
+        partials = self._net(batch)  # (n, 256)
         mean = partials.mean(axis=0)
         norm = float(np.linalg.norm(mean))
         if norm == 0.0:

@@ -18,13 +18,12 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 
-import librosa
 import numpy as np
 import parselmouth
-import scipy.signal
 from parselmouth.praat import call, run
 
 from glmtts.audio import resample
+from glmtts.dsp import convolve_same, find_peaks, firwin2, mel_filterbank, mel_frequencies, stft
 from glmtts.engines.embedded.speaker import ENCODER_SAMPLE_RATE, SpeakerEncoder, check_prompt
 from glmtts.types import SynthesisError
 
@@ -58,10 +57,8 @@ _LTAS_BANDS = 24
 _LTAS_FMIN_HZ = 60.0
 _LTAS_FMAX_HZ = 7800.0
 _LTAS_ACTIVE_DB = -30.0  # frames quieter than this relative to the loudest are left out
-_BAND_CENTERS_HZ = librosa.mel_frequencies(_LTAS_BANDS + 2, fmin=_LTAS_FMIN_HZ, fmax=_LTAS_FMAX_HZ)[1:-1]
-_MEL_BANDS = librosa.filters.mel(
-    sr=ENCODER_SAMPLE_RATE, n_fft=_LTAS_N_FFT, n_mels=_LTAS_BANDS, fmin=_LTAS_FMIN_HZ, fmax=_LTAS_FMAX_HZ
-)  # (24, 257)
+_BAND_CENTERS_HZ = mel_frequencies(_LTAS_BANDS + 2, _LTAS_FMIN_HZ, _LTAS_FMAX_HZ)[1:-1]
+_MEL_BANDS = mel_filterbank(ENCODER_SAMPLE_RATE, _LTAS_N_FFT, _LTAS_BANDS, _LTAS_FMIN_HZ, _LTAS_FMAX_HZ)  # (24, 257)
 
 # Safe ranges: the speech stays intelligible and natural inside them.
 FORMANT_RATIO_RANGE = (0.8, 1.25)
@@ -185,7 +182,7 @@ def _speech_rate(sound: parselmouth.Sound, pitch: parselmouth.Pitch, pitch_floor
     intensity = sound.to_intensity(minimum_pitch=pitch_floor, time_step=_PITCH_STEP_S)
     level = intensity.values[0]  # (frames,) dB
     threshold = float(np.percentile(level, 99)) - _NUCLEUS_DYNAMIC_RANGE_DB
-    peaks, _ = scipy.signal.find_peaks(
+    peaks = find_peaks(
         level,
         height=threshold,
         prominence=_NUCLEUS_MIN_PROMINENCE_DB,
@@ -200,7 +197,7 @@ def _speech_rate(sound: parselmouth.Sound, pitch: parselmouth.Pitch, pitch_floor
 def _ltas_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mono audio -> (24,) mel-band long-term average spectrum in dB, mean removed."""
     wav = resample(np.asarray(audio, dtype=np.float32), sample_rate, ENCODER_SAMPLE_RATE)
-    power = np.abs(librosa.stft(wav, n_fft=_LTAS_N_FFT, hop_length=_LTAS_HOP)) ** 2  # (257, frames)
+    power = np.abs(stft(wav, _LTAS_N_FFT, _LTAS_HOP)) ** 2  # (257, frames)
     energy = power.sum(axis=0)
     active = energy > energy.max() * 10 ** (_LTAS_ACTIVE_DB / 10)
     bands = 10.0 * np.log10(_MEL_BANDS @ power[:, active].mean(axis=1) + 1e-12)
@@ -224,8 +221,8 @@ def _equalize(audio: np.ndarray, sample_rate: int, gains_db: tuple[float, ...]) 
     freqs = np.concatenate([[0.0], _BAND_CENTERS_HZ[inside], [nyquist]])
     gains = np.asarray(gains_db)[inside]
     gains = np.concatenate([[gains[0]], gains, [gains[-1]]])
-    taps = scipy.signal.firwin2(_EQ_FIR_TAPS, freqs, 10 ** (gains / 20), fs=sample_rate)
-    return scipy.signal.oaconvolve(audio, taps, mode="same")
+    taps = firwin2(_EQ_FIR_TAPS, freqs, 10 ** (gains / 20), sample_rate)
+    return convolve_same(audio, taps)
 
 
 def _change_gender(audio: np.ndarray, sample_rate: int, params: MatchParams, seed: int) -> np.ndarray:

@@ -1,8 +1,7 @@
 """Prompt mel spectrogram for the GLM-TTS flow: resampling and the 80-bin log mel at 50 frames/s.
 
-Also the two pieces of audio arithmetic the other consumers share: `resample` (torchaudio's
-default resampler, which upstream's loaders use for every rate) and `slaney_mel_filters`
-(librosa's mel filter bank, written out so the engine runs without librosa).
+Also `resample` (torchaudio's default resampler, which upstream's loaders use for every rate), which
+the other consumers share; the mel filter bank is librosa's, from `glmtts.dsp`.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from glmtts.dsp import mel_filterbank
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -109,49 +110,8 @@ def _sinc_kernel(orig: int, new: int, device: torch.device) -> tuple[torch.Tenso
 @functools.lru_cache(maxsize=16)
 def _mel_filters(sample_rate: int, n_fft: int, fmax: float, device: torch.device) -> torch.Tensor:
     """Slaney-normalised mel filters [80, n_fft / 2 + 1], cached per rate, size, fmax and device."""
-    filters = slaney_mel_filters(sample_rate, n_fft, MEL_BINS, _FMIN, fmax, np.float32)
+    filters = mel_filterbank(sample_rate, n_fft, MEL_BINS, _FMIN, fmax, np.float32)
     return torch.from_numpy(filters).float().to(device)
-
-
-# Slaney's mel scale: linear below 1 kHz (200/3 Hz a mel), logarithmic above (27 mels an octave of 6.4).
-_SLANEY_HZ_PER_MEL = 200.0 / 3
-_SLANEY_LOG_START_HZ = 1000.0
-_SLANEY_LOG_STEP = math.log(6.4) / 27.0
-
-
-def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / _SLANEY_HZ_PER_MEL
-    log_start_mel = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
-    above = hz >= _SLANEY_LOG_START_HZ
-    return np.where(above, log_start_mel + np.log(np.maximum(hz, 1e-12) / _SLANEY_LOG_START_HZ) / _SLANEY_LOG_STEP, mel)
-
-
-def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    log_start_mel = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
-    above = mel >= log_start_mel
-    return np.where(above, _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (mel - log_start_mel)), _SLANEY_HZ_PER_MEL * mel)
-
-
-def slaney_mel_filters(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, dtype: type = np.float32
-) -> np.ndarray:
-    """[n_mels, n_fft // 2 + 1] triangular filters on Slaney's mel scale with Slaney's area
-    normalisation: `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)` (htk=False, norm="slaney"),
-    the same float64 arithmetic stored into `dtype` as librosa does."""
-    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
-    mels = np.linspace(_hz_to_slaney_mel(fmin), _hz_to_slaney_mel(fmax), n_mels + 2)
-    mel_freqs = _slaney_mel_to_hz(mels)
-    widths = np.diff(mel_freqs)
-    ramps = np.subtract.outer(mel_freqs, fft_freqs)
-    weights = np.zeros((n_mels, len(fft_freqs)), dtype=dtype)
-    for index in range(n_mels):
-        lower = -ramps[index] / widths[index]
-        upper = ramps[index + 2] / widths[index + 1]
-        weights[index] = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, np.newaxis]
-    return weights
 
 
 @functools.lru_cache(maxsize=16)

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from glmtts.engines.glm.mel import slaney_mel_filters
+from glmtts.dsp import mel_filterbank
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ DYNAMIC_RANGE = 8.0  # decades kept below the loudest bin
 @functools.lru_cache(maxsize=4)
 def _mel_filters(n_mels: int) -> np.ndarray:
     """Slaney-scale, slaney-normalized mel filters [n_mels, N_FFT // 2 + 1], built in float64."""
-    return slaney_mel_filters(SAMPLE_RATE, N_FFT, n_mels, 0.0, MEL_FMAX, np.float64).astype(np.float32)
+    return mel_filterbank(SAMPLE_RATE, N_FFT, n_mels, 0.0, MEL_FMAX, np.float64).astype(np.float32)
 
 
 def whisper_log_mel(audio_16k: np.ndarray, device: torch.device | str, n_mels: int = N_MELS) -> torch.Tensor:
