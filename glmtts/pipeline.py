@@ -32,10 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 20000
 SEGMENT_PAUSE_SECONDS = 0.12
 MAX_BUFFERED_CHUNKS = 4  # a slow reader holds its synthesis back instead of piling up audio
-WARMUP_TEXTS = {
+WARMUP_TEXTS = {  # one sentence a language; the HTTP warm-up then speaks both in one request
     "en": "The quick brown fox jumps over the lazy dog.",
     "zh": "今天天气很好，我们一起去公园散步吧。",
-    "mixed": "我们明天用 Python 写一个 demo 吧。",
 }
 
 
