@@ -1,6 +1,6 @@
 """Benchmark the service layer: ready time, first vs warm, warm latency beside piper's own server, memory per request.
 
-    python bench/bench_service.py [--restarts 3] [--skip-piper] [--skip-memory]
+    python bench/bench_service.py [--restarts 5] [--skip-piper] [--skip-memory]
 
 Prints four tables:
 - start-up: `app.py` process start -> /ready 200, with no saved voice and with 200 saved voices;
@@ -32,26 +32,33 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+import soxr
 from app_process import ROOT, free_port, running_app
 
 PROMPT = ROOT / "examples" / "prompt" / "libri_367.flac"
 WARM_REQUESTS = 6
+TOPICS = ["rivers", "lanterns", "winter roads", "paper boats", "copper kettles", "night trains", "tall grass", "salt marshes",
+          "clock towers", "open windows", "quiet harbours", "autumn fields", "glass bottles", "mountain huts", "red bicycles",
+          "old maps", "stone bridges", "summer storms", "market stalls", "iron gates", "lost keys", "distant bells"]  # fmt: skip
 FRESH_SENTENCES = [
-    f"Request number {n} reads a sentence about {topic} that this process has never spoken before."
-    for n, topic in enumerate(
-        ["rivers", "lanterns", "winter roads", "paper boats", "copper kettles", "night trains", "tall grass", "salt marshes",
-         "clock towers", "open windows", "quiet harbours", "autumn fields", "glass bottles", "mountain huts", "red bicycles",
-         "old maps", "stone bridges", "summer storms", "market stalls", "iron gates", "lost keys", "distant bells"]  # fmt: skip
-    )
+    f"Request number {n} reads a sentence about {TOPICS[n % len(TOPICS)]} that this process has never spoken before."
+    for n in range(200)
 ]
 PIPER_SENTENCE = "Warm start means the first request is as fast as the hundredth."
 
 
-def speak(url: str, text: str, **extra) -> float:
+def speak(url: str, text: str) -> float:
+    return timed_speech(url, text)[0]
+
+
+def timed_speech(url: str, text: str) -> tuple[float, float]:
+    """Seconds the request took, and seconds of audio it returned."""
     start = time.perf_counter()
-    response = httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav", **extra}, timeout=900)
+    response = httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav"}, timeout=900)
     response.raise_for_status()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    with wave.open(io.BytesIO(response.content)) as audio:
+        return seconds, audio.getnframes() / audio.getframerate()
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -69,36 +76,39 @@ def saved_voice_folders(outputs: Path, count: int) -> None:
         (folder / "meta.json").write_text(json.dumps({**meta, "name": f"copy {number}"}))
 
 
-def startup_table() -> None:
+def startup_table(outputs: Path) -> None:
+    """Leaves `outputs` with the built-in voices analysed and 200 saved voices, as a server that has run a while."""
     print("start-up (process start -> /ready 200), each a fresh process:")
-    with tempfile.TemporaryDirectory() as scratch:
-        outputs = Path(scratch)
-        with running_app("", "cpu", outputs=outputs) as (_, url, ready_s):  # fills the analysis cache of the built-ins
-            timings = httpx.get(f"{url}/v1/status").json()["timings"]
-        print(f"  {'first start (built-in voices fitted)':<46}{ready_s:7.2f} s")
-        for _ in range(2):
-            with running_app("", "cpu", outputs=outputs) as (_, url, ready_s):
-                timings = httpx.get(f"{url}/v1/status").json()["timings"]
-            print(f"  {'later start, no saved voice':<46}{ready_s:7.2f} s")
-        print("    " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in timings.items()))
-        saved_voice_folders(outputs, 200)
+    with running_app("", "cpu", outputs=outputs) as (_, url, ready_s):  # fills the analysis cache of the built-ins
+        timings = httpx.get(f"{url}/v1/status").json()["timings"]
+    print(f"  {'first start (built-in voices fitted)':<46}{ready_s:7.2f} s")
+    for _ in range(2):
         with running_app("", "cpu", outputs=outputs) as (_, url, ready_s):
-            saved = httpx.get(f"{url}/v1/status").json()["saved_voices"]
-        print(f"  {f'later start, {saved} saved voices':<46}{ready_s:7.2f} s")
+            timings = httpx.get(f"{url}/v1/status").json()["timings"]
+        print(f"  {'later start, no saved voice':<46}{ready_s:7.2f} s")
+    print("    " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in timings.items()))
+    saved_voice_folders(outputs, 200)
+    with running_app("", "cpu", outputs=outputs) as (_, url, ready_s):
+        saved = httpx.get(f"{url}/v1/status").json()["saved_voices"]
+    print(f"  {f'later start, {saved} saved voices':<46}{ready_s:7.2f} s")
 
 
 # ----------------------------------------------------------------------------- first / warm
-def first_warm_table(restarts: int) -> None:
-    print(f"first request after ready / median of {WARM_REQUESTS} warm ones (new sentences each):")
+def first_warm_table(restarts: int, outputs: Path) -> None:
+    """New sentences differ in length, so each request counts as seconds per second of audio (RTF)."""
+    print(f"first request after ready / median of {WARM_REQUESTS} warm ones (new sentences each; RTF, then seconds):")
     sentences = iter(FRESH_SENTENCES)
     ratios = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for restart in range(restarts):
-            with running_app("", "cpu", outputs=Path(scratch)) as (_, url, _ready):
-                first = speak(url, next(sentences))
-                warm = statistics.median(speak(url, next(sentences)) for _ in range(WARM_REQUESTS))
-            ratios.append(first / warm)
-            print(f"  restart {restart + 1}: first {first:.3f} s, warm {warm:.3f} s, ratio {first / warm:.3f}")
+    for restart in range(restarts):
+        with running_app("", "cpu", outputs=outputs) as (_, url, _ready):
+            first_s, first_audio_s = timed_speech(url, next(sentences))
+            warm = [timed_speech(url, next(sentences)) for _ in range(WARM_REQUESTS)]
+        first_rtf = first_s / first_audio_s
+        warm_rtf = statistics.median(seconds / audio_s for seconds, audio_s in warm)
+        warm_s = statistics.median(seconds for seconds, _ in warm)
+        ratios.append(first_rtf / warm_rtf)
+        print(f"  restart {restart + 1}: RTF first {first_rtf:.3f}, warm {warm_rtf:.3f}, ratio {first_rtf / warm_rtf:.3f}"
+              f"   (seconds: first {first_s:.3f}, warm {warm_s:.3f}, ratio {first_s / warm_s:.3f})")  # fmt: skip
     print(f"  median ratio {statistics.median(ratios):.3f}")
 
 
@@ -132,19 +142,19 @@ def piper_server():
 
 def piper_speak(url: str, text: str) -> float:
     start = time.perf_counter()
-    response = httpx.post(url, json={"text": text}, timeout=120)
+    response = httpx.post(f"{url}/synthesize", json={"text": text}, timeout=120)
     response.raise_for_status()
     with wave.open(io.BytesIO(response.content)) as audio:
         assert audio.getnframes() > 0
     return time.perf_counter() - start
 
 
-def piper_table() -> None:
+def piper_table(outputs: Path) -> None:
     print(f"warm latency of one sentence ({PIPER_SENTENCE!r}), median of 9:")
     with piper_server() as (url, ready_s):
         piper_speak(url, PIPER_SENTENCE)
         piper_warm = statistics.median(piper_speak(url, PIPER_SENTENCE) for _ in range(9))
-    with running_app("", "cpu") as (_, url, app_ready_s):
+    with running_app("", "cpu", outputs=outputs) as (_, url, app_ready_s):
         speak(url, PIPER_SENTENCE)
         ours = statistics.median(speak(url, PIPER_SENTENCE) for _ in range(9))
     print(f"  {'piper.http_server (joe, no voice matching)':<46}ready {ready_s:5.2f} s   warm {piper_warm * 1000:6.0f} ms")
@@ -183,11 +193,9 @@ def silent_flac(hours: float, rate: int = 8000) -> bytes:
     import soundfile as sf
 
     speech, speech_rate = sf.read(PROMPT, dtype="float32")
-    from glmtts.audio import resample
-
     buffer = io.BytesIO()
     with sf.SoundFile(buffer, "w", rate, 1, format="FLAC") as sound:
-        sound.write(resample(speech, speech_rate, rate)[: rate * 5])
+        sound.write(soxr.resample(speech, speech_rate, rate)[: rate * 5])
         silence = np.zeros(rate * 60, dtype=np.float32)
         for _ in range(int(hours * 60)):
             sound.write(silence)
@@ -198,15 +206,13 @@ def long_wav(minutes: float, rate: int = 8000) -> bytes:
     import soundfile as sf
 
     speech, speech_rate = sf.read(PROMPT, dtype="float32")
-    from glmtts.audio import resample
-
-    speech = resample(speech, speech_rate, rate)
+    speech = soxr.resample(speech, speech_rate, rate)
     buffer = io.BytesIO()
     sf.write(buffer, np.resize(speech, int(minutes * 60 * rate)), rate, format="WAV", subtype="PCM_U8")
     return buffer.getvalue()
 
 
-def memory_table() -> None:
+def memory_table(outputs: Path) -> None:
     words = " ".join(["The quick brown fox jumps over the lazy dog, and the dog sleeps on."] * 300)[:20000]
     cases = {
         "20,000-char word (streamed)": lambda url: httpx.post(
@@ -224,7 +230,13 @@ def memory_table() -> None:
         "8 concurrent long streams": lambda url: _concurrent(url, 8, words[:3000]),
     }
     print("memory of the app process (MiB): before, peak, after (after = 2 s later):")
-    with running_app("", "cpu") as (process, url, _ready):
+    with tempfile.TemporaryDirectory() as scratch:  # the analyses, not the 200 saved voices: uploads stay under the limit
+        shutil.copytree(outputs / "cache", Path(scratch) / "cache")
+        _memory_rows(cases, Path(scratch))
+
+
+def _memory_rows(cases: dict, outputs: Path) -> None:
+    with running_app("", "cpu", outputs=outputs) as (process, url, _ready):
         for name, request in cases.items():
             with PeakRss(process.pid) as rss:
                 before = rss.rss()
@@ -258,17 +270,19 @@ def _concurrent(url: str, count: int, text: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--skip-piper", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
-    startup_table()
-    first_warm_table(args.restarts)
-    if not args.skip_piper:
-        piper_table()
-    if not args.skip_memory:
-        memory_table()
+    with tempfile.TemporaryDirectory() as scratch:  # one outputs folder: later tables start as a server that has run
+        outputs = Path(scratch)
+        startup_table(outputs)
+        first_warm_table(args.restarts, outputs)
+        if not args.skip_piper:
+            piper_table(outputs)
+        if not args.skip_memory:
+            memory_table(outputs)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import numpy as np
 
 PCM_BITS = 16
 PCM_SCALE = 32767
+_PCM_BLOCK = 1 << 20  # samples converted at a time
 OPEN_ENDED = 0xFFFFFFFF  # RIFF and data sizes of a wav whose length is not known yet
 OPUS_RATE = 48000  # Opus timestamps (granule positions, pre-skip) count 48 kHz samples
 OGG_MAX_SEGMENTS = 255  # lacing values on one Ogg page
@@ -98,8 +99,13 @@ def codec_rate(fmt: AudioFormat, sample_rate: int) -> int:
 
 
 def audio_to_pcm16(audio: np.ndarray) -> bytes:
-    """Float audio in [-1, 1] (clipped) to 16-bit little-endian PCM."""
-    return np.rint(np.clip(audio, -1.0, 1.0) * PCM_SCALE).astype("<i2").tobytes()
+    """Float audio in [-1, 1] (clipped) to 16-bit little-endian PCM, converted a block at a time (a long
+    file costs its PCM, not several float copies)."""
+    pcm = np.empty(len(audio), dtype="<i2")
+    for start in range(0, len(audio), _PCM_BLOCK):
+        block = audio[start : start + _PCM_BLOCK]
+        pcm[start : start + len(block)] = np.rint(np.clip(block, -1.0, 1.0) * PCM_SCALE)
+    return pcm.tobytes()
 
 
 def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
@@ -115,11 +121,15 @@ def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
     )  # fmt: skip
 
 
-def _mono_float(audio: np.ndarray) -> np.ndarray:
+def _mono(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"Expected mono audio (one dimension), got shape {audio.shape}.")
-    return np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
+    return audio
+
+
+def _mono_float(audio: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.clip(_mono(audio), -1.0, 1.0), dtype=np.float32)
 
 
 def _frame(audio: np.ndarray, sample_rate: int, pts: int) -> av.AudioFrame:
@@ -146,12 +156,10 @@ def _open_muxer(
 def encode_audio(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """A whole file of mono float32 `audio` at `sample_rate` in format `fmt` (a key of FORMATS)."""
     spec = audio_format(fmt)
+    if spec.name in ("pcm", "wav"):
+        pcm = audio_to_pcm16(_mono(audio))
+        return pcm if spec.name == "pcm" else wav_header(sample_rate, len(pcm)) + pcm
     audio = _mono_float(audio)
-    if spec.name == "pcm":
-        return audio_to_pcm16(audio)
-    if spec.name == "wav":
-        pcm = audio_to_pcm16(audio)
-        return wav_header(sample_rate, len(pcm)) + pcm
     buffer = io.BytesIO()  # seekable: the muxer finishes its header at the end
     container, stream = _open_muxer(buffer, spec, sample_rate)
     try:

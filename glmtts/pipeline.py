@@ -53,19 +53,26 @@ class SynthesisRequest:
     priority: int = INTERACTIVE  # BATCH work yields to interactive requests
 
 
+def _pause_before(chunk: AudioChunk) -> int:
+    """Samples of silence before a chunk: a pause before every segment but the first."""
+    return 0 if chunk.index == 0 or not chunk.first else int(SEGMENT_PAUSE_SECONDS * chunk.sample_rate)
+
+
 def playable(chunk: AudioChunk) -> np.ndarray:
-    """A chunk as it sounds in the joined result: a pause before every segment but the first."""
-    audio = np.clip(chunk.audio, -1.0, 1.0).astype(np.float32, copy=False)
-    if chunk.index == 0 or not chunk.first:
-        return audio
-    return np.concatenate([np.zeros(int(SEGMENT_PAUSE_SECONDS * chunk.sample_rate), dtype=np.float32), audio])
+    """A chunk as it sounds in the joined result, clipped to [-1, 1], with its pause."""
+    return join_chunks([chunk])
 
 
 def join_chunks(chunks: list[AudioChunk]) -> np.ndarray:
-    """The whole waveform of a synthesis: exactly the streamed chunks back to back."""
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate([playable(chunk) for chunk in chunks])
+    """The whole waveform of a synthesis: exactly the streamed chunks back to back, each written in
+    place (a long synthesis is held twice at most: its chunks and the result)."""
+    lengths = [_pause_before(chunk) + len(chunk.audio) for chunk in chunks]
+    whole = np.zeros(sum(lengths), dtype=np.float32)
+    end = 0
+    for chunk, length in zip(chunks, lengths, strict=True):
+        end += length
+        np.clip(chunk.audio, -1.0, 1.0, out=whole[end - len(chunk.audio) : end])
+    return whole
 
 
 def result_of(chunks: list[AudioChunk], total_s: float, engine: str) -> SynthesisResult:

@@ -156,10 +156,21 @@ class SecurityMiddleware:
             return
         path: str = scope["path"]
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        warmup = bool(self.warmup_token) and hmac.compare_digest(headers.get(WARMUP_HEADER, "").encode("latin-1"), self.warmup_token)
-        if path in OPEN_PATHS or warmup:
+        if path in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        # The app's own warm-up skips the key and the rate limit, and takes the body limit's path as clients do.
+        warmup = bool(self.warmup_token) and hmac.compare_digest(headers.get(WARMUP_HEADER, "").encode("latin-1"), self.warmup_token)
+        if not warmup and not await self._admitted(scope, path, headers, send):
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _send_error(send, 413, BodyTooLarge(self.max_body_bytes).detail, {"Connection": "close"})
+            return
+        await self._call_with_body_limit(scope, receive, send)
+
+    async def _admitted(self, scope: Scope, path: str, headers: dict[str, str], send: Send) -> bool:
+        """The API key and the rate limit; sends the error and returns False when the request may not go on."""
         is_api = path.startswith(API_PREFIX)
         key = presented_key(headers)
         key_ok = not self.keys or key_is_valid(key, self.keys)
@@ -174,14 +185,14 @@ class SecurityMiddleware:
                     _LOGGER.warning("Rate limit not checked: %s", error)
                     message = "The shared state store (Redis) is unreachable; retry in a few seconds."
                     await _send_error(send, 503, message, {"Retry-After": str(SHARED_STATE_RETRY_S)})
-                    return
+                    return False
             else:
                 wait_s = self.limiter.acquire(client)
             if wait_s > 0:
                 retry_after = max(1, math.ceil(wait_s))
                 message = f"Rate limit of {self.limiter.per_minute} requests a minute reached; retry in {retry_after} s."
                 await _send_error(send, 429, message, {"Retry-After": str(retry_after)})
-                return
+                return False
         if is_api and not key_ok:
             message = (
                 "The API key is not valid."
@@ -189,12 +200,8 @@ class SecurityMiddleware:
                 else "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
             )
             await _send_error(send, 401, message, {"WWW-Authenticate": "Bearer"})
-            return
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_error(send, 413, BodyTooLarge(self.max_body_bytes).detail, {"Connection": "close"})
-            return
-        await self._call_with_body_limit(scope, receive, send)
+            return False
+        return True
 
     async def _call_with_body_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
