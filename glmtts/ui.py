@@ -301,7 +301,11 @@ def build_ui(service: Service) -> gr.Blocks:
                 with gr.Row():
                     seed = gr.Number(42, label="Seed", precision=0)
                     low, high = engine.speed_range
-                    speed = gr.Slider(low, high, 1.0, step=0.05, label="Speed", interactive=low < high)
+                    speed = (
+                        gr.Slider(low, high, 1.0, step=0.05, label="Speed")
+                        if low < high
+                        else gr.Number(low, label="Speed (the model sets its own pace)", interactive=False)
+                    )
                     sample_rate = gr.Dropdown(list(engine.sample_rates), value=engine.sample_rates[0], label="Sample rate")
                 with gr.Row(visible=engine.samples):
                     sampling = gr.Radio(["ras", "topk"], value=SAMPLING_DEFAULTS["sampling"], label="Sampling method")
