@@ -733,9 +733,9 @@ class RedisBatchJobs:
                 with atomic_output(folder / MANIFEST, "w") as manifest:
                     for uttid in order:
                         manifest.write(_text(results[uttid]) + "\n")
-                zip_job(folder)
-                for private in folder.glob(f"{WORK_DIR_PREFIX}*"):
+                for private in folder.glob(f"{WORK_DIR_PREFIX}*"):  # before the zip appears: whoever sees it sees a tidy folder
                     shutil.rmtree(private, ignore_errors=True)
+                zip_job(folder)
         except LockError as error:
             raise JobStateError(f"Job {job_id}: its zip is still being written; try again shortly.") from error
         _LOGGER.info("Batch job %s: manifest and zip written (%d items)", job_id, len(order))
