@@ -12,20 +12,26 @@ from typing import IO
 
 
 @contextmanager
-def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """Write `path` through a hidden temporary file beside it, synced, then renamed into place."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary path beside `path` for a writer that takes a path: synced and renamed into
+    place when the block ends, removed if it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")  # unique: replicas may share the folder
-    encoding = None if "b" in mode else "utf-8"
     try:
-        with open(partial, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield partial
+        fsync_file(partial)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """Write `path` through a hidden temporary file beside it, synced, then renamed into place."""
+    encoding = None if "b" in mode else "utf-8"
+    with atomic_path(path) as partial, open(partial, mode, encoding=encoding) as handle:
+        yield handle
 
 
 def write_json(path: Path, value: object) -> None:

