@@ -3,20 +3,19 @@
 Each Gradio component class, as it is defined, parses its own module's source and the matching
 .pyi stub and rewrites the stub if it differs (`component_meta.create_or_modify_pyi`). The stubs
 serve editors, not the running app; on a 2-core machine this takes about 3 s of every start, more
-than half of Gradio's import. `skip_stub_rewriting()` must run before the first `import gradio`;
-afterwards it changes nothing.
+than half of Gradio's import. `skip_stub_rewriting()` must run before the first `import gradio`
+(the glmtts package runs it when imported); afterwards it changes nothing.
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 
 _MODULE = "gradio.component_meta"
 
 
-class _SkipStubRewriting(importlib.abc.MetaPathFinder):
+class _SkipStubRewriting:  # a meta path finder (importlib.abc would cost an import)
     """Finds gradio.component_meta as usual, then replaces its stub writer before any component is defined."""
 
     def find_spec(self, name, path, target=None):

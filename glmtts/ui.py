@@ -14,25 +14,21 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from glmtts.gradio_stubs import skip_stub_rewriting
+import gradio as gr
+import pandas as pd
+from gradio.utils import get_upload_folder
 
-skip_stub_rewriting()  # before Gradio's first import
-
-import gradio as gr  # noqa: E402
-import pandas as pd  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
-
-from glmtts.audio import write_wav  # noqa: E402
-from glmtts.batch import lines_to_jsonl  # noqa: E402
-from glmtts.encoders import encode_audio  # noqa: E402
-from glmtts.files import atomic_output  # noqa: E402
-from glmtts.frontend.replace_dict import parse_replace_dict  # noqa: E402
-from glmtts.jobs import DONE, UNFINISHED, JobLimit, JobNotFound, JobStateError  # noqa: E402
-from glmtts.options import check_options  # noqa: E402
-from glmtts.pipeline import AsyncSynthesis, SynthesisRequest, playable, result_of  # noqa: E402
-from glmtts.scheduler import QueueFull, QueueTimeout  # noqa: E402
-from glmtts.service import Service  # noqa: E402
-from glmtts.types import Cancelled, CancelToken, SynthesisError, SynthesisOptions  # noqa: E402
+from glmtts.audio import write_wav
+from glmtts.batch import lines_to_jsonl
+from glmtts.encoders import encode_audio
+from glmtts.files import atomic_output
+from glmtts.frontend.replace_dict import parse_replace_dict
+from glmtts.jobs import DONE, UNFINISHED, JobLimit, JobNotFound, JobStateError
+from glmtts.options import check_options
+from glmtts.pipeline import AsyncSynthesis, SynthesisRequest, playable, result_of
+from glmtts.scheduler import QueueFull, QueueTimeout
+from glmtts.service import Service
+from glmtts.types import Cancelled, CancelToken, SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 

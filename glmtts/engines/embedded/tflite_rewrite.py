@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import mmap
 import logging
+import mmap
 from pathlib import Path
 
 import flatbuffers
