@@ -417,8 +417,11 @@ def build_ui(service: Service) -> gr.Blocks:
 
         with gr.Tab("System"):
             status_view = gr.Dataframe(label="Status", interactive=False, elem_id="system-status")
-            plot = gr.LinePlot(x="time", y="RSS (MiB)", title="Resident memory, last minutes", height=220, elem_id="system-memory")
-            queue_plot = gr.LinePlot(x="time", y="waiting", title="Requests waiting for the device", height=180)
+            clock = "%H:%M:%S"  # Vega's own tick labels for a few minutes of readings are bare fractions (".500")
+            plot = gr.LinePlot(
+                x="time", y="RSS (MiB)", title="Resident memory, last minutes", height=220, x_axis_format=clock, elem_id="system-memory"
+            )
+            queue_plot = gr.LinePlot(x="time", y="waiting", title="Requests waiting for the device", height=180, x_axis_format=clock)
             with gr.Row():
                 refresh = gr.Button("Refresh status")
                 clear = gr.Button("Clear VRAM / caches", variant="stop", elem_id="clear-vram")
