@@ -31,9 +31,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import soxr
 from app_process import ROOT, free_port, running_app
+
+sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
+from glmtts import memory  # noqa: E402
 
 PROMPT = ROOT / "examples" / "prompt" / "libri_367.flac"
 WARM_REQUESTS = 6
@@ -167,20 +169,14 @@ class PeakRss:
     """Samples a process's RSS every 20 ms while active."""
 
     def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
+        self.pid = pid
         self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def rss(self) -> float:
         """The app's and its children's (the text frontend's process) together."""
-        total = 0
-        for process in (self.process, *self.process.children(recursive=True)):
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:  # a child that just exited
-                pass
-        return total / 2**20
+        return memory.rss_mib(self.pid, children=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):

@@ -11,8 +11,21 @@ import psutil
 _MIB = 2**20
 
 
-def rss_mib() -> float:
-    return psutil.Process().memory_info().rss / _MIB
+def rss_mib(pid: int | None = None, children: bool = False) -> float:
+    """Resident size of a process (this one by default), with its children's when asked; 0 for one
+    that is gone."""
+    try:
+        process = psutil.Process(pid)
+        processes = [process, *process.children(recursive=True)] if children else [process]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for each in processes:
+        try:
+            total += each.memory_info().rss
+        except psutil.NoSuchProcess:  # a child that just exited
+            pass
+    return total / _MIB
 
 
 @functools.cache

@@ -27,8 +27,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import psutil
-
+from glmtts import memory
 from glmtts.types import Segment, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -102,10 +101,7 @@ class FrontendProcess:
         return None if self._process is None else self._process.pid
 
     def rss_mib(self) -> float:
-        try:
-            return psutil.Process(self.pid).memory_info().rss / 2**20 if self.pid else 0.0
-        except psutil.Error:
-            return 0.0
+        return memory.rss_mib(self.pid) if self.pid else 0.0
 
     # ----------------------------------------------------------------------------- the frontend's calls
     def text_to_segments(self, text: str, use_phoneme: bool = False) -> list[Segment]:
@@ -168,7 +164,6 @@ def _sendable(error: BaseException) -> BaseException:
 
 def serve(connection: Connection, replace_dict_path: Path | None, cache_dir: Path | None) -> None:
     """Load a TextFrontend, then answer calls until the app closes its end."""
-    from glmtts import memory
     from glmtts.frontend import TextFrontend
 
     frontend = TextFrontend(replace_dict_path, cache_dir)

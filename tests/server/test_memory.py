@@ -11,9 +11,10 @@ import time
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 import soundfile as sf
+
+from glmtts import memory
 
 from .conftest import ROOT
 
@@ -25,7 +26,7 @@ PROMPT = ROOT / "examples" / "prompt" / "libri_367.flac"
 
 class PeakRss:
     def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
+        self.pid = pid
         self.before = self.peak = self.rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -33,13 +34,7 @@ class PeakRss:
 
     def rss(self) -> float:
         """The app's and its children's (the text frontend's process) together."""
-        total = 0
-        for process in (self.process, *self.process.children(recursive=True)):
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:  # a child that just exited
-                pass
-        return total / 2**20
+        return memory.rss_mib(self.pid, children=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
