@@ -1,10 +1,12 @@
-"""Chinese G2P: jieba words + pypinyin's dictionaries + our phrase list + context rules -> readings.
+"""Chinese G2P: jieba words + pypinyin's dictionaries + our phrase list + context rules + a context
+model -> readings.
 
 Readings are lexical, as a dictionary gives them (with neutral tones, before tone sandhi, which
 `tone_sandhi` applies for the voice that expects it): jieba cuts the text into words, pypinyin's
 phrase and character dictionaries read each word, the phrase list `polyphones.txt` overrides them
-where a phrase lies on word boundaries, and `zh_rules` settles polyphones that stand as words of
-their own from their neighbours.
+where a phrase lies on word boundaries, `zh_rules` settles polyphones that stand as words of their
+own from their neighbours, the context model (`polyphone_model`, with g2pM's network as one input)
+reads the polyphones none of these settled, and `zh_rules` adds regular neutral tones.
 
 A syllable becomes an initial and a tone-numbered final ("SH", "ANG1"), or a final alone for
 zero-initial syllables: y/w spellings are resolved ("yao4" -> "IAO4", "wo3" -> "UO3",
@@ -20,14 +22,17 @@ import marshal
 import re
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from glmtts.files import atomic_output
+from glmtts.frontend.g2pm_reader import NeuralReader
 from glmtts.frontend.phonemes import FINAL_TONES
-from glmtts.frontend.zh_rules import RULE_CHARS, apply_rules
+from glmtts.frontend.polyphone_model import ALONE, PHRASE, Context, PolyphoneModel
+from glmtts.frontend.zh_rules import RULE_CHARS, apply_neutral_rules, apply_polyphone_rules
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -164,6 +169,34 @@ def _word_counts(jieba, tokenizer, cache_dir: Path) -> tuple[dict[str, int], int
     return freq, total
 
 
+@dataclass
+class Analysis:
+    """A run of Han characters read by dictionaries, phrases and rules, before the context model."""
+
+    text: str
+    words: list[str]  # jieba's
+    readings: list[str]  # one per character
+    phrase_read: list[bool]  # read from pypinyin's phrase dictionary
+    fixed: list[bool]  # settled by our phrase list
+    rule_sources: list[str]  # zh_rules.RULE where a context rule settled it, zh_rules.DEFAULT where its defaults read it
+    polyphonic: frozenset[str]  # the characters the context model reads
+
+    def unsettled(self) -> list[int]:
+        """Positions of polyphonic characters that neither our phrase list nor zh_rules settled."""
+        flags = zip(self.text, self.fixed, self.rule_sources, strict=True)
+        return [i for i, (ch, fixed, source) in enumerate(flags) if ch in self.polyphonic and not (fixed or source)]
+
+    def context(self, index: int, default_reading: str, neural_reading: str = "", neural_probability: float = 0.0) -> Context:
+        """The model's view of the character at `index`."""
+        position = word_index = 0
+        while position + len(self.words[word_index]) <= index:
+            position += len(self.words[word_index])
+            word_index += 1
+        source = PHRASE if self.phrase_read[index] else ALONE
+        words = tuple(self.words)
+        return Context(self.text, index, words, word_index, self.readings[index], source, default_reading, neural_reading, neural_probability)
+
+
 class ChineseG2P:
     """Turns runs of Han characters into lexical readings, one per character, and their words."""
 
@@ -175,9 +208,13 @@ class ChineseG2P:
         self._segment = None
         self._phrases: dict[str, tuple[str, ...]] = {}
         self._phrase_lengths: list[int] = []
+        self._model: PolyphoneModel | None = None
+        self._neural: NeuralReader | None = None
+        self._polyphonic: frozenset[str] = frozenset()  # the characters the context model reads
 
-    def load(self) -> None:
-        """Load jieba's dictionary, pypinyin's dictionaries and the polyphone list; idempotent."""
+    def load(self, use_model: bool = True) -> None:
+        """Load jieba's dictionary, pypinyin's dictionaries, the polyphone list and the context model
+        (without it, where nothing else settles a polyphone pypinyin's first-listed reading stays); idempotent."""
         if self._tokenizer is not None:
             return
         jieba = _import_jieba()
@@ -192,17 +229,29 @@ class ChineseG2P:
         self._phrases = load_phrase_readings(text)
         self._phrase_lengths = sorted({len(p) for p in self._phrases}, reverse=True)
         self._phrase_dict, self._char_dict, self._segment = PHRASES_DICT, PINYIN_DICT, seg.cut
+        self.set_model(PolyphoneModel.load() if use_model else None)
         self._tokenizer = tokenizer
         self.syllables("预热一下")
         _LOGGER.info("Chinese G2P ready with %d polyphone phrases", len(self._phrases))
 
+    def set_model(self, model: PolyphoneModel | None) -> None:
+        """Read unsettled polyphones with `model` (None: keep the dictionaries' readings)."""
+        self._model = model
+        self._neural = NeuralReader() if model is not None and model.uses_neural else None
+        self._polyphonic = frozenset(model.readings) if model is not None else frozenset()
+
     # ----------------------------------------------------------------------------- readings
-    def _piece_readings(self, piece: str) -> list[str]:
-        """A piece pypinyin's segmenter cut -> tone-numbered readings (phrase dictionary, else characters)."""
+    def _phrase_readings(self, piece: str) -> list[str] | None:
+        """pypinyin's phrase-dictionary readings of a piece of two or more characters, None where it has none."""
         marked = self._phrase_dict.get(piece) if len(piece) > 1 else None
         if marked is not None and len(marked) == len(piece):
             return [marked_to_tone3(m[0]) for m in marked]
-        return [marked_to_tone3(self._char_dict[ord(ch)].split(",", 1)[0]) if ord(ch) in self._char_dict else "" for ch in piece]
+        return None
+
+    def _piece_readings(self, piece: str) -> list[str]:
+        """A piece pypinyin's segmenter cut -> tone-numbered readings (phrase dictionary, else characters)."""
+        phrase = self._phrase_readings(piece)
+        return phrase if phrase is not None else [self.default_reading(ch) for ch in piece]
 
     def _word_pieces(self, word: str) -> list[str]:
         """A jieba word -> the pieces pypinyin reads it in: the word when it knows it, else its segments."""
@@ -212,19 +261,44 @@ class ChineseG2P:
 
     def analyse(self, text: str) -> tuple[list[str], list[str]]:
         """Han characters -> (jieba words, one lexical reading per character: "hai2", "" for none)."""
+        analysis = self.settle(text)
+        if self._model is not None:
+            for index, context in self.contexts(analysis, analysis.unsettled()).items():
+                analysis.readings[index] = self._model.predict(text[index], context)
+        apply_neutral_rules(analysis.words, analysis.readings, analysis.fixed)
+        return analysis.words, analysis.readings
+
+    def settle(self, text: str) -> Analysis:
+        """Han characters -> jieba's words and the readings that dictionaries, phrases and rules give,
+        before the context model and the neutral-tone rules."""
         if self._tokenizer is None:
             raise RuntimeError("ChineseG2P.load() was not called")
         if not text:
-            return [], []
+            return Analysis(text, [], [], [], [], [], frozenset())
         words = self._tokenizer.lcut(text)
         pieces = [piece for word in words for piece in self._word_pieces(word)]
         readings = [reading for piece in pieces for reading in self._piece_readings(piece)]
+        phrase_read = [self._phrase_readings(piece) is not None for piece in pieces for _ in piece]
         if len(readings) != len(text):  # a word jieba changed (never seen); read it character by character
             readings = [r for ch in text for r in self._piece_readings(ch)]
+            phrase_read = [False] * len(text)
         fixed = self._apply_phrases(text, words, readings)
         rule_words, taken_apart = self._rule_words(words)
-        apply_rules(words, rule_words, taken_apart, readings, fixed)
-        return words, readings
+        rule_sources = apply_polyphone_rules(rule_words, taken_apart, readings, fixed)
+        return Analysis(text, words, readings, phrase_read, fixed, rule_sources, self._polyphonic)
+
+    def contexts(self, analysis: Analysis, positions: list[int]) -> dict[int, Context]:
+        """The context model's view of the characters at `positions` (g2pM asked once for all)."""
+        model, text = self._model, analysis.text
+        if not positions or model is None:
+            return {}
+        neural = self._neural.best(text, {i: model.readings[text[i]] for i in positions}) if self._neural is not None else {}
+        return {i: analysis.context(i, self.default_reading(text[i]), *neural.get(i, ("", 0.0))) for i in positions}
+
+    def default_reading(self, char: str) -> str:
+        """pypinyin's first-listed reading of a character (\"\" for none)."""
+        listed = self._char_dict.get(ord(char))
+        return marked_to_tone3(listed.split(",", 1)[0]) if listed else ""
 
     def _rule_words(self, words: list[str]) -> tuple[list[str], list[bool]]:
         """jieba's words for the context rules, and which characters came from a word taken apart.

@@ -182,8 +182,8 @@ def _cha(c: Context) -> str | None:  # 差: chā (difference) after 的
     return "cha1" if c.word(-1) == "的" else None
 
 
-def _tan(c: Context) -> str | None:  # 弹: dàn (bullet) after its measure words
-    return "dan4" if _last(c.word(-1)) in set("颗枚发炸导炮") else None
+def _tan(c: Context) -> str | None:  # 弹: dàn (bullet) after its measure words and after kinds of shell (布雷弹, 燃烧弹)
+    return "dan4" if _last(c.word(-1)) in set("颗枚发炸导炮雷榴烧泪号甲雾毒烟光") else None
 
 
 def _gan(c: Context) -> str | None:  # 干: gān (dry) vs gàn (do)
@@ -206,9 +206,18 @@ def _zhi(c: Context) -> str | None:  # 只: zhī (measure word) after a numeral 
     return "zhi1" if _last(c.word(-1)) in NUMERAL_CHARS else None
 
 
-def _zeng(c: Context) -> str | None:  # 曾: zēng, the surname
-    if c.word(-1) == "姓" or c.word(1)[:2] in ("先生", "老师", "女士", "总", "经理", "教授", "同学", "小姐", "某", "家", "氏"):
-        return "zeng1"
+# Surname readings of characters that read otherwise elsewhere (单 dān, but 单雄信 Shàn Xióngxìn).
+SURNAMES = {
+    "单": "shan4", "仇": "qiu2", "解": "xie4", "区": "ou1", "查": "zha1", "曾": "zeng1", "盖": "ge3", "朴": "piao2",
+    "翟": "zhai2", "缪": "miao4", "隗": "wei3", "覃": "qin2", "召": "shao4", "繁": "po2", "纪": "ji3", "秘": "bi4",
+}  # fmt: skip
+_TITLES = ("先生", "老师", "女士", "总", "经理", "教授", "同学", "小姐", "某", "家", "氏", "太太", "师傅", "大夫", "医生")
+
+
+def _surname(c: Context) -> str | None:  # a surname before a title or after 姓: 曾先生, 我姓单
+    before = c.word(-1)
+    if (before.endswith("姓") and not before.endswith("百姓")) or c.word(1).startswith(_TITLES):
+        return SURNAMES[c.words[c.index]]
     return None
 
 
@@ -269,6 +278,10 @@ def _jiao_sleep(c: Context) -> str | None:  # 觉: jiào (sleep) after 睡 / 午
     return "jiao4" if _last(c.word(-1)) in set("睡午个好场") else None
 
 
+def _shuai(c: Context) -> str | None:  # 率: shuài (lead) before troops, also in a name jieba glued (杨仆率 军)
+    return "shuai4" if c.word(1)[:1] in set("军兵部众师舰") else None
+
+
 def _dao(c: Context) -> str | None:  # 倒: dǎo (fall) after verbs that make things fall
     return "dao3" if _last(c.word(-1)) in set("吹摔推打撞踢砍绊病累跌压击晕滑扳撂") else None
 
@@ -277,9 +290,10 @@ def _dao(c: Context) -> str | None:  # 倒: dǎo (fall) after verbs that make th
 RULES: dict[str, Callable[[Context], str | None]] = {
     "得": _de, "地": _di, "着": _zhe, "了": _le, "还": _huan, "为": _wei, "中": _zhong, "转": _zhuan,
     "背": _bei, "空": _kong, "种": _zhong_zhong, "数": _shu, "差": _cha, "弹": _tan, "干": _gan,
-    "量": _liang, "只": _zhi, "曾": _zeng, "散": _san, "和": _he, "结": _jie, "系": _xi, "假": _jia,
-    "冲": _chong, "盛": _cheng, "行": _hang, "长": _zhang, "觉": _jiao_sleep, "倒": _dao,
+    "量": _liang, "只": _zhi, "散": _san, "和": _he, "结": _jie, "系": _xi, "假": _jia,
+    "冲": _chong, "盛": _cheng, "行": _hang, "长": _zhang, "觉": _jiao_sleep, "倒": _dao, "率": _shuai,
 }  # fmt: skip
+RULES.update({char: _surname for char in SURNAMES if char not in RULES})
 # The reading of a character that jieba leaves as a word of its own when no rule decided: the
 # verb, where pypinyin's first reading is the noun (教 jiāo teach, 切 qiē cut, 背 bèi recite...).
 DEFAULTS = {
@@ -291,14 +305,22 @@ DEFAULTS = {
 RULE_CHARS = frozenset(RULES) | frozenset(DEFAULTS) | {"过"}
 
 
-def apply_rules(words: list[str], rule_words: list[str], taken_apart: list[bool], readings: list[str], fixed: list[bool]) -> None:
-    """Settle polyphones standing as words of their own, then regular neutral tones; in place.
+RULE, DEFAULT = "rule", "default"  # what set a character's reading: a context rule, or DEFAULTS
 
-    `words` are jieba's words, `rule_words` the same with unknown words holding a RULE_CHARS
-    character taken apart (`taken_apart` marks their characters: rules apply to them, defaults do
-    not); `fixed` marks characters the phrase list settled: no rule changes them.
+
+def apply_polyphone_rules(rule_words: list[str], taken_apart: list[bool], readings: list[str], fixed: list[bool]) -> list[str]:
+    """Settle polyphones standing as words of their own, in place; returns, per character, RULE
+    where a context rule set its reading, DEFAULT where DEFAULTS did, "" elsewhere.
+
+    `rule_words` are jieba's words with unknown words holding a RULE_CHARS character taken apart
+    (`taken_apart` marks their characters: rules apply to them, defaults do not); `fixed` marks
+    characters the phrase list settled: no rule changes them.
     """
-    _polyphones(rule_words, taken_apart, readings, fixed)
+    return _polyphones(rule_words, taken_apart, readings, fixed)
+
+
+def apply_neutral_rules(words: list[str], readings: list[str], fixed: list[bool]) -> None:
+    """Regular neutral tones in jieba's `words`, in place; characters marked `fixed` keep their reading."""
     starts = _starts(words)
     for word, start in zip(words, starts, strict=True):
         if len(word) > 1:
@@ -315,21 +337,27 @@ def _starts(words: list[str]) -> list[int]:
     return starts
 
 
-def _polyphones(words: list[str], taken_apart: list[bool], readings: list[str], fixed: list[bool]) -> None:
+def _polyphones(words: list[str], taken_apart: list[bool], readings: list[str], fixed: list[bool]) -> list[str]:
     starts = _starts(words)
+    sources = [""] * len(readings)
     for index, word in enumerate(words):
         start = starts[index]
         if len(word) != 1 or fixed[start]:
             continue
         rule = RULES.get(word)
         reading = rule(Context(words, readings, starts, index)) if rule is not None else None
-        if reading is None and not taken_apart[index]:
-            reading = DEFAULTS.get(word)
+        if reading:
+            sources[start] = RULE
+        elif not taken_apart[index] and word in DEFAULTS:
+            reading = DEFAULTS[word]
+            sources[start] = DEFAULT
         if reading:
             readings[start] = reading
         after = words[index + 1][:1] if index + 1 < len(words) else ""
         if word == "过" and index and _last(words[index - 1]) in VERBS and after not in ("来", "去"):
             readings[start] = "guo5"  # the aspect particle: 去过, 吃过
+            sources[start] = RULE
+    return sources
 
 
 def _neutral_in_word(word: str, start: int, readings: list[str], fixed: list[bool]) -> None:
