@@ -58,7 +58,18 @@ _LOGGER = logging.getLogger("app")
 
 
 def serve_in_background(application, settings: Settings) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(application, host=settings.host, port=settings.port, log_level="warning"))
+    # X-Forwarded-For and -Proto are believed only from the proxies named (uvicorn's default believes 127.0.0.1,
+    # so any local process, or a client through a local tunnel, could choose its address for the rate limit).
+    proxies = ",".join(settings.trusted_proxies)
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
+    server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="http", daemon=True).start()
     while not server.started and not server.should_exit:
         time.sleep(0.01)

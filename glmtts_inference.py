@@ -16,13 +16,13 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from glmtts.audio import write_wav  # noqa: E402
 from glmtts.batch import parse_jsonl, uttid_collisions  # noqa: E402
+from glmtts.files import StorageError, dumps_line  # noqa: E402
 from glmtts.options import check_options  # noqa: E402
 from glmtts.pipeline import SynthesisRequest  # noqa: E402
 from glmtts.service import build_service  # noqa: E402
@@ -93,14 +93,17 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 _LOGGER.error("[%d/%d] %s skipped: %s", number, len(items), item.uttid, error)
                 continue
-            path = write_wav(out_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
+            try:
+                path = write_wav(out_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
+            except StorageError as error:  # every later line would fail the same way
+                raise SystemExit(f"[{number}/{len(items)}] {item.uttid}: {error}; stopped") from error
             record = {
                 "uttid": item.uttid,
                 "syn_text": item.syn_text,
                 "normalized_text": [segment.text for segment in result.segments],
                 "phoneme_text": [segment.glm_text for segment in result.segments],
             }
-            compare.write(json.dumps(record, ensure_ascii=False) + "\n")
+            compare.write(dumps_line(record) + "\n")
             _LOGGER.info("[%d/%d] %s: %.1f s of audio, RTF %.3f -> %s", number, len(items), item.uttid, result.duration_s, result.rtf, path)
     print(f"{len(items) - failures} of {len(items)} written to {out_dir}")
     return 1 if failures == len(items) else 0

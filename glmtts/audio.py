@@ -137,7 +137,10 @@ def crossfade_join(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """A 16-bit wav, written atomically and synced (a batch item's file exists whole or not at all)."""
+    """A 16-bit wav, written atomically and synced (a batch item's file exists whole or not at all).
+    Encoded in memory first: soundfile would hide a failed write (a full disk) behind an AssertionError."""
+    encoded = io.BytesIO()
+    sf.write(encoded, audio, sample_rate, format="WAV", subtype="PCM_16")
     with atomic_output(path) as handle:
-        sf.write(handle, audio, sample_rate, format="WAV", subtype="PCM_16")
+        handle.write(encoded.getbuffer())
     return path

@@ -4,6 +4,13 @@ A line that cannot be parsed or synthesized is recorded with its error and the j
 finished item is on disk with its manifest line before the next one starts. Two lines whose uttids
 name the same file (also after they are made safe as file names) refuse the whole file: each
 accepted line gets its own wav and exactly one manifest line.
+
+Lines: a JSONL file's lines end at "\n" (or "\r\n") only; a text file of one utterance a line also
+ends lines at a lone "\r" (an old Mac file), but never at U+2028, U+0085 and the like, which may sit
+inside an utterance. Records are written with glmtts.files.dumps_line, read with split_lines.
+
+A write the disk refuses (full, read-only, failing) is a StorageError naming why: raised, not
+recorded, since the item did not fail by itself and runs again once the disk is fixed.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from pathlib import Path
 from typing import TextIO
 
 from glmtts.audio import write_wav
-from glmtts.files import atomic_output
+from glmtts.files import StorageError, atomic_output, dumps_line, split_lines, storage_writes
 from glmtts.pipeline import Pipeline, SynthesisRequest
 from glmtts.scheduler import BATCH, QueueFull, QueueTimeout
 from glmtts.settings import PROJECT_ROOT
-from glmtts.types import SynthesisError, SynthesisOptions
+from glmtts.types import Cancelled, CancelToken, SynthesisError, SynthesisOptions, TimeLimitExceeded
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ MAX_LINE_BYTES = 64 * 1024
 MAX_PATH_CHARS = 1024
 MANIFEST = "manifest.jsonl"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-\u4e00-\u9fff]+")
+_TEXT_LINE_END = re.compile(r"\r\n|\r|\n")  # a text file's line ends (see the module docstring)
 
 
 @dataclass
@@ -82,7 +90,7 @@ def parse_jsonl(text: str, allowed_roots: list[Path], voice_names: Collection[st
     """
     _check_size(text)
     items: list[BatchItem] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         fallback = f"line{number}"
@@ -138,13 +146,14 @@ def uttid_collisions(items: list[BatchItem]) -> list[str]:
 def lines_to_jsonl(text: str, prompt_speech: str, prompt_text: str = "") -> str:
     """A GLM-TTS JSONL from one utterance a line, all in one prompt voice (a path or a voice name)."""
     _check_size(text)
-    utterances = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = _TEXT_LINE_END.split(text.removesuffix("\n").removesuffix("\r"))
+    utterances = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
     _check_count(len(utterances))
     records = [
         {"uttid": f"{number:04d}", "prompt_text": prompt_text, "prompt_speech": prompt_speech, "syn_text": line}
         for number, line in utterances
     ]
-    return "\n".join(json.dumps(record, ensure_ascii=False) for record in records) + "\n"
+    return "".join(dumps_line(record) + "\n" for record in records)
 
 
 def _check_size(text: str) -> None:
@@ -166,25 +175,32 @@ def new_job_dir(batch_root: Path, name: str = "") -> Path:
     while job.exists():
         suffix += 1
         job = batch_root / f"{stamp}_{safe_name(name, 'job')}_{suffix}"
-    job.mkdir(parents=True)
+    with storage_writes(job):
+        job.mkdir(parents=True)
     return job
 
 
-def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions) -> dict[str, object]:
+def run_item(
+    pipeline: Pipeline, item: BatchItem, job_dir: Path, options: SynthesisOptions, cancel: CancelToken | None = None
+) -> dict[str, object]:
     """Synthesize one item into `job_dir/<uttid>.wav` (synced to disk); returns its manifest record.
 
-    A busy device (QueueFull, QueueTimeout) is raised, for the caller to wait and retry the item.
+    A busy device (QueueFull, QueueTimeout) is raised, for the caller to wait and retry the item; a
+    disk that refuses the wav raises StorageError, for the caller to stop the job; a `cancel` token
+    that was set (the job was cancelled) raises Cancelled within a segment and records nothing.
     """
     record: dict[str, object] = {"uttid": item.uttid, "line": item.line, "text": item.syn_text}
     if item.error:
         return {**record, "status": "error", "message": item.error}
     try:
-        result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH))
+        result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH), cancel)
         path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
-    except (QueueFull, QueueTimeout):
+    except (QueueFull, QueueTimeout, StorageError):
         raise
-    except SynthesisError as error:
+    except (SynthesisError, TimeLimitExceeded) as error:
         return {**record, "status": "error", "message": str(error)}
+    except Cancelled:
+        raise
     except Exception as error:  # one broken item must not stop the job
         _LOGGER.exception("Batch item %s failed", item.uttid)
         return {**record, "status": "error", "message": f"internal error: {type(error).__name__}: {error}"}
@@ -195,7 +211,7 @@ def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: Synthe
         "rtf": round(result.rtf, 3),
         "sample_rate": result.sample_rate,
         "status": "ok",
-        "message": "text without breaks was cut at fixed lengths" if result.hard_split else "",
+        "message": "; ".join(result.notes),
         "duration_s": round(result.duration_s, 2),
         "path": path.name,
     }
@@ -203,9 +219,28 @@ def run_item(pipeline: Pipeline, item: BatchItem, job_dir: Path, options: Synthe
 
 def append_record(log: TextIO, record: dict) -> None:
     """Append one manifest line and force it to disk, so a crash never loses a finished item."""
-    log.write(json.dumps(record, ensure_ascii=False) + "\n")
-    log.flush()
-    os.fsync(log.fileno())
+    with storage_writes(MANIFEST):
+        log.write(dumps_line(record) + "\n")
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def open_manifest(job_dir: Path) -> TextIO:
+    """The job's manifest opened for appending, after cutting off a last line a crash left unfinished
+    (the item runs again; appending after it would spoil the next line too)."""
+    path = job_dir / MANIFEST
+    with storage_writes(path):
+        with path.open("a+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size:
+                handle.seek(max(0, size - MAX_LINE_BYTES * 8))
+                tail = handle.read()
+                cut = size - len(tail) + tail.rfind(b"\n") + 1
+                if cut != size:
+                    _LOGGER.warning("Job %s: dropping a partial manifest line (%d bytes)", job_dir.name, size - cut)
+                    handle.truncate(cut)
+                    os.fsync(handle.fileno())
+        return path.open("a", encoding="utf-8")
 
 
 def zip_job(job_dir: Path) -> Path:

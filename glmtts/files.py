@@ -1,28 +1,76 @@
-"""Durable file writes: the one way this service replaces a file (a crash leaves the old file or the new one)."""
+"""Durable file writes and JSON lines: the one way this service replaces a file (a crash leaves the old
+file or the new one), names a failed write (full, read-only or failing disk), and writes and reads
+JSON lines (a line ends at "\\n" and nowhere else)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
+
+# Why a write failed, said the way a person fixing the machine reads it.
+_FAULTS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "no permission",
+    errno.EPERM: "no permission",
+    errno.EIO: "the device failed (input/output error)",
+}
+# The characters str.splitlines() (and JavaScript, and some editors) end a line at which
+# json.dumps(ensure_ascii=False) leaves raw: it escapes every other one (\n \r \v \f \x1c-\x1e are
+# control characters below U+0020). A JSON string may carry each as a \\uXXXX escape.
+_RAW_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
+class StorageError(OSError):
+    """A file could not be written for a reason outside the request (a full, read-only or failing disk,
+    permissions): the message names the reason and the file; retrying once it is fixed can succeed."""
+
+    def __init__(self, code: int | None, message: str):
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def storage_error(error: OSError, path: Path | str) -> StorageError:
+    """`error` raised while writing `path`, as a StorageError that says why (and keeps its errno)."""
+    if isinstance(error, StorageError):
+        return error
+    reason = _FAULTS.get(error.errno or 0) or error.strerror or type(error).__name__
+    return StorageError(error.errno, f"{reason} while writing {Path(path).name}")
+
+
+@contextmanager
+def storage_writes(path: Path | str) -> Iterator[None]:
+    """Turn an OSError raised in the block into a StorageError naming `path`."""
+    try:
+        yield
+    except OSError as error:
+        raise storage_error(error, path) from error
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A hidden temporary path beside `path` for a writer that takes a path: synced and renamed into
-    place when the block ends, removed if it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    place when the block ends, removed if it fails. Raises StorageError when the disk refuses."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")  # unique: replicas may share the folder
     try:
-        yield partial
-        fsync_file(partial)
-        os.replace(partial, path)
+        with storage_writes(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield partial
+            fsync_file(partial)
+            os.replace(partial, path)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        with suppress(OSError):  # a read-only disk refuses this too; the error raised says why
+            partial.unlink(missing_ok=True)
         raise
 
 
@@ -44,3 +92,20 @@ def fsync_file(path: Path) -> None:
     """Force a file already written to disk (batch wavs before their manifest line)."""
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
+
+
+def dumps_line(record: object) -> str:
+    """`record` as one JSON line (without its "\\n"): readable UTF-8, with every character that any
+    reader could take for a line break escaped."""
+    return _RAW_LINE_BREAKS.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(record, ensure_ascii=False))
+
+
+def split_lines(text: str | bytes) -> list[str]:
+    """The lines of a JSON-lines text: split at "\\n" only (a "\\r" before it dropped), never inside a
+    line at U+2028 and the like; a final "\\n" ends the last line. Bytes are read as UTF-8."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]

@@ -4,12 +4,18 @@ On disk, per job (outputs/batch/<job>/, the id is the folder name):
     input.jsonl     the submitted GLM-TTS JSONL, as given
     job.json        status, counts, times, options and the uttids in order (replaced atomically)
     <uttid>.wav     each finished item, synced to disk before its manifest line is written
-    manifest.jsonl  one line per finished item (ok or error), appended and synced
+    manifest.jsonl  one line per finished item (ok or error), appended and synced (glmtts.files.dumps_line)
 and outputs/batch/<job>.zip once the job is done.
 
 The manifest is the truth about what finished. A job found `queued` or `running` at start was cut
 short by a crash: it becomes `interrupted`, and `resume` runs only the items the manifest lacks, so
-the final manifest holds every item exactly once.
+the final manifest holds every item exactly once. A last line cut short by a crash is ignored when
+read and cut off before the next append: that item runs again.
+
+A disk that refuses a write (full, read-only, failing: a StorageError) stops the job at once as
+`failed`, with the reason in the job's message and the item's; that item is kept in memory only, so
+`resume` (once the disk is fixed) runs it again. Where job.json cannot be written (also at start on a
+full or read-only disk) the state is kept in memory and the service goes on.
 
 States: queued -> running -> done | cancelled | failed; queued -> cancelled;
 (crash) queued | running -> interrupted; interrupted | cancelled | failed -(resume)-> queued.
@@ -23,9 +29,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import queue
 import re
+import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,16 +44,17 @@ from glmtts.batch import (
     BatchItem,
     append_record,
     new_job_dir,
+    open_manifest,
     parse_jsonl,
     run_item,
     uttid_collisions,
     zip_job,
 )
-from glmtts.files import write_json
+from glmtts.files import StorageError, atomic_output, split_lines, write_json
 from glmtts.options import check_options, options_to_dict
 from glmtts.pipeline import Pipeline
 from glmtts.scheduler import QueueFull, QueueTimeout
-from glmtts.types import SynthesisError, SynthesisOptions
+from glmtts.types import Cancelled, CancelToken, SynthesisError, SynthesisOptions
 from glmtts.voices import VoiceLibrary
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,6 +69,7 @@ MAX_REPORTED_ERRORS = 5
 MAX_NAME_CHARS = 80
 ITEM_FIELDS = ("uttid", "line", "status", "message", "duration_s", "path", "replica")  # an item as progress shows it
 BUSY_RETRY_S = 2.0  # wait before asking the device again when the queue was full
+FIX_DISK = "; free space or fix the disk, then resume the job"  # after a StorageError's message
 _JOB_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -133,7 +141,7 @@ def check_batch(
     size = len(jsonl.encode("utf-8"))
     if size > MAX_BATCH_BYTES:
         raise BatchTooLarge(f"The batch file has {size / 2**20:.1f} MB; the limit is {MAX_BATCH_BYTES / 2**20:g} MB.")
-    count = sum(1 for line in jsonl.splitlines() if line.strip())
+    count = sum(1 for line in split_lines(jsonl) if line.strip())
     if count > MAX_BATCH_ITEMS:
         raise BatchTooLarge(f"The batch file holds {count} utterances; the limit is {MAX_BATCH_ITEMS}.")
     items = parse_jsonl(jsonl, allowed_roots, voice_names)
@@ -151,19 +159,17 @@ def job_name_stem(name: str) -> str:
 
 
 def read_manifest(folder: Path) -> dict[str, dict]:
-    """Finished items by uttid. A line cut short by a crash is removed from the file first."""
+    """Finished items by uttid (the first line of each counts). A last line cut short by a crash is
+    ignored (open_manifest cuts it off before the next append); nothing is written here."""
     path = folder / MANIFEST
     if not path.exists():
         return {}
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):
-        _LOGGER.warning("Job %s: dropping a partial manifest line (%d bytes)", folder.name, len(data) - len(complete))
-        with path.open("r+b") as handle:
-            handle.truncate(len(complete))
-            os.fsync(handle.fileno())
+        _LOGGER.warning("Job %s: ignoring a partial manifest line (%d bytes)", folder.name, len(data) - len(complete))
     records: dict[str, dict] = {}
-    for line in complete.decode("utf-8", errors="replace").splitlines():
+    for line in split_lines(complete):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -280,10 +286,15 @@ class BatchJobs:
             if sum(job.state.status in UNFINISHED for job in self._jobs.values()) >= MAX_UNFINISHED_JOBS:
                 raise JobLimit(f"{MAX_UNFINISHED_JOBS} batch jobs are waiting or running; try again later.")
             folder = new_job_dir(self.root, job_name_stem(name))
-            (folder / INPUT_FILE).write_text(jsonl, encoding="utf-8")
             state = JobState(folder.name, name or folder.name, QUEUED, [item.uttid for item in items], options_to_dict(options), _now())
             job = _Job(state, folder)
-            self._save(job)
+            try:
+                with atomic_output(folder / INPUT_FILE, "w") as handle:
+                    handle.write(jsonl)
+                self._save(job, required=True)
+            except StorageError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             self._jobs[state.id] = job
             self._ensure_worker()
         self._queue.put(state.id)
@@ -291,7 +302,7 @@ class BatchJobs:
         return state.id
 
     def cancel(self, job_id: str) -> dict[str, object]:
-        """A queued job is cancelled at once; a running one after its current item."""
+        """A queued job is cancelled at once; a running one stops its current item within a segment (unrecorded)."""
         with self._lock:
             job = self._get(job_id)
             if job.state.status == QUEUED:
@@ -310,6 +321,7 @@ class BatchJobs:
             if job.state.status not in RESUMABLE:
                 raise JobStateError(f"Job {job_id} is {job.state.status}; only {', '.join(RESUMABLE)} jobs can be resumed.")
             job.state.status, job.state.finished, job.state.message = QUEUED, None, ""
+            job.records = {uttid: record for uttid, record in job.records.items() if not record.get("transient")}
             job.cancel.clear()
             self._save(job)
             self._ensure_worker()
@@ -379,11 +391,16 @@ class BatchJobs:
                 items.append({key: record.get(key) for key in ITEM_FIELDS})
         return {**self._summary(job), "items": items}
 
-    def _save(self, job: _Job) -> None:
+    def _save(self, job: _Job, required: bool = False) -> None:
+        """Write job.json; where the disk refuses, the state is kept in memory (unless `required`)."""
         summary = self._summary(job)
-        write_json(
-            job.folder / JOB_FILE, {**dataclasses.asdict(job.state), **{k: summary[k] for k in ("total", "done", "ok", "errors")}}
-        )
+        state = {**dataclasses.asdict(job.state), **{k: summary[k] for k in ("total", "done", "ok", "errors")}}
+        try:
+            write_json(job.folder / JOB_FILE, state)
+        except StorageError as error:
+            if required:
+                raise
+            _LOGGER.warning("Batch job %s: state kept in memory only (%s)", job.state.id, error)
 
     # ----------------------------------------------------------------- the worker
     def _work(self) -> None:
@@ -405,14 +422,15 @@ class BatchJobs:
                 with self._lock:
                     job.current = None
                     job.state.status, job.state.finished = FAILED, _now()
-                    job.state.message = f"{type(error).__name__}: {error}"
+                    named = isinstance(error, StorageError)  # its message says what failed and why
+                    job.state.message = f"{error}{FIX_DISK}" if named else f"{type(error).__name__}: {error}"
                     self._save(job)
 
     def _run(self, job: _Job) -> None:
         jsonl = (job.folder / INPUT_FILE).read_text(encoding="utf-8")
         items = parse_jsonl(jsonl, self.allowed_roots, self.voices.known_names())
         options = check_options(self.pipeline.engine, job.state.options)  # stored by an older version, maybe
-        with (job.folder / MANIFEST).open("a", encoding="utf-8") as log:
+        with open_manifest(job.folder) as log:
             for item in items:
                 if item.uttid in job.records:
                     continue  # finished before a crash or a cancel
@@ -425,7 +443,10 @@ class BatchJobs:
                     break
                 if self.replica:
                     record["replica"] = self.replica
-                append_record(log, record)
+                try:
+                    append_record(log, record)
+                except StorageError as error:
+                    self._stop_on_storage_error(job, item, error)
                 with self._lock:
                     job.records[item.uttid] = record
                     job.current = None
@@ -443,11 +464,22 @@ class BatchJobs:
             self._save(job)
         _LOGGER.info("Batch job %s %s: %d of %d items", job.state.id, job.state.status, len(job.records), len(job.state.uttids))
 
+    def _stop_on_storage_error(self, job: _Job, item: BatchItem, error: StorageError) -> None:
+        """Record the item as failed by the disk (in memory: resume runs it again) and stop the job."""
+        record = {"uttid": item.uttid, "line": item.line, "status": "error", "message": f"{error}{FIX_DISK}", "transient": True}
+        with self._lock:
+            job.records[item.uttid] = record
+        raise StorageError(error.errno, f"stopped at item {item.uttid}: {error}") from error
+
     def _run_item(self, job: _Job, item: BatchItem, options: SynthesisOptions) -> dict | None:
-        """One item; waits out a busy device. None when stopped or cancelled meanwhile."""
+        """One item; waits out a busy device. None when stopped or cancelled meanwhile; a refused write stops the job."""
         while True:
             try:
-                return run_item(self.pipeline, item, job.folder, options)
+                return run_item(self.pipeline, item, job.folder, options, CancelToken(self.pipeline.request_timeout_s, job.cancel))
+            except Cancelled:  # the job was cancelled: the item stopped unrecorded, `resume` runs it again
+                return None
+            except StorageError as error:
+                self._stop_on_storage_error(job, item, error)
             except (QueueFull, QueueTimeout) as error:
                 _LOGGER.info("Batch job %s waits for the device: %s", job.state.id, error)
                 if job.cancel.wait(BUSY_RETRY_S) or self._stopping.is_set():

@@ -15,6 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 UI_PREFIX = "/gradio_api/"
+# Label values come from closed sets, so that no request can add series: a method outside HTTP's own is "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
 
 
 class Metrics:
@@ -70,7 +73,16 @@ def route_label(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if path:
         return path
-    return "ui" if scope.get("path", "").startswith(UI_PREFIX) or scope.get("path") == "/" else "other"
+    return "ui" if scope.get("path", "").startswith(UI_PREFIX) or scope.get("path") == "/" else OTHER
+
+
+def method_label(scope: Scope) -> str:
+    method = scope.get("method", "")
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else OTHER
 
 
 class MetricsMiddleware:
@@ -97,5 +109,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracked_send)
         finally:
             route = route_label(scope)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.requests.labels(route, method_label(scope), status_label(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)

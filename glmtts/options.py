@@ -11,6 +11,8 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
+from pydantic import WrapValidator
+
 from glmtts.engine import Engine
 from glmtts.types import SynthesisError, SynthesisOptions
 
@@ -29,10 +31,21 @@ class OptionError(SynthesisError):
         self.param = param
 
 
+def _booleans_as_sent(value: object, validate):
+    """A JSON true/false reaches check_options as a boolean, which it refuses for a number (pydantic would make it 1/0)."""
+    return value if isinstance(value, bool) else validate(value)
+
+
+# For the number fields of request models: `seed: Annotated[int | float | None, UNCOERCED_BOOL]`.
+UNCOERCED_BOOL = WrapValidator(_booleans_as_sent)
+
+
 def _whole(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool):
+        raise OptionError(name, f"{name} must be an integer from {low} to {high}, not a boolean (got {str(value).lower()}).")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not isinstance(value, int) or not low <= value <= high:
         raise OptionError(name, f"{name} must be a whole number from {low} to {high} (got {value!r}).")
     return value
 

@@ -2,14 +2,14 @@
 
 A synthesis is a stream of chunks (`synthesize_stream`); `synthesize` is a thin wrapper that joins
 them. The device slot is taken per segment (or per streamed piece), so concurrent requests take
-turns by priority between segments, and every request carries a CancelToken: a client that went
-away, or the per-request time limit, stops it before its next segment (engines also check the
-token inside long segments). Audio is joined in one place: `playable` and `join_chunks`.
+turns by priority between segments, and every request carries a CancelToken, handed to the text
+frontend and the engine: a client that went away, or the per-request time limit, stops it before
+its next segment (engines also check the token inside long segments). Transports reach it through
+a speech session (glmtts.session). Audio is joined in one place: `playable` and `join_chunks`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -32,7 +32,6 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 20000
 SEGMENT_PAUSE_SECONDS = 0.12
-MAX_BUFFERED_CHUNKS = 4  # a slow reader holds its synthesis back instead of piling up audio
 WARMUP_TEXTS = {  # one sentence a language; the HTTP warm-up then speaks both in one request
     "en": "The quick brown fox jumps over the lazy dog.",
     "zh": "今天天气很好，我们一起去公园散步吧。",
@@ -53,10 +52,19 @@ class SynthesisRequest:
     options: SynthesisOptions = field(default_factory=SynthesisOptions)
     priority: int = INTERACTIVE  # BATCH work yields to interactive requests
 
+    def whole(self) -> SynthesisRequest:
+        """The same request for a whole file: engines skip the work of streaming inside segments."""
+        return dataclasses.replace(self, options=dataclasses.replace(self.options, stream=False))
+
 
 def _pause_before(chunk: AudioChunk) -> int:
     """Samples of silence before a chunk: a pause before every segment but the first."""
     return 0 if chunk.index == 0 or not chunk.first else int(SEGMENT_PAUSE_SECONDS * chunk.sample_rate)
+
+
+def played_seconds(chunk: AudioChunk) -> float:
+    """How long a chunk plays in the joined result, its pause included."""
+    return (_pause_before(chunk) + len(chunk.audio)) / chunk.sample_rate
 
 
 def playable(chunk: AudioChunk) -> np.ndarray:
@@ -118,15 +126,16 @@ class Pipeline:
     def synthesize_stream(self, request: SynthesisRequest, cancel: CancelToken | None = None) -> Iterator[AudioChunk]:
         """Yield each segment's audio (or each piece of it) as soon as it is synthesized.
 
-        `cancel` defaults to a token with the per-request time limit. Raises SynthesisError for
-        bad input, Cancelled / TimeLimitExceeded when stopped, QueueFull / QueueTimeout when busy.
+        `cancel` defaults to a token with the per-request time limit; the text frontend and the
+        engine get it too. Raises SynthesisError for bad input, Cancelled / TimeLimitExceeded when
+        stopped, QueueFull / QueueTimeout when busy.
         """
         cancel = cancel or CancelToken(self.request_timeout_s)
         text = request.text or ""
         if len(text) > MAX_TEXT_CHARS:
             raise SynthesisError(f"The text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
         start = time.perf_counter()
-        segments = self.frontend.text_to_segments(text, use_phoneme=request.options.use_phoneme)
+        segments = self.frontend.text_to_segments(text, use_phoneme=request.options.use_phoneme, cancel=cancel)
         frontend_s = time.perf_counter() - start
         start = time.perf_counter()
         voice = self.voices.resolve(request.prompt, request.prompt_text, request.priority)
@@ -139,7 +148,7 @@ class Pipeline:
             while True:
                 cancel.check()
                 # A request that has started is never refused for a full queue between its segments.
-                with self.scheduler.slot(request.priority, queue_limit=not admitted):
+                with self.scheduler.slot(request.priority, queue_limit=not admitted, cancel=cancel):
                     admitted = True
                     piece = next(pieces, None)
                 if piece is None:
@@ -156,11 +165,15 @@ class Pipeline:
             self._request_finished()
 
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken | None = None) -> SynthesisResult:
-        """The whole waveform: the stream, joined (engines skip the work of streaming inside segments)."""
+        """The whole waveform: the stream, joined, in the caller's thread (batch items, the CLI)."""
         start = time.perf_counter()
-        whole = dataclasses.replace(request, options=dataclasses.replace(request.options, stream=False))
-        chunks = list(self.synthesize_stream(whole, cancel))
+        chunks = list(self.synthesize_stream(request.whole(), cancel))
         return result_of(chunks, time.perf_counter() - start, self.engine.name)
+
+    @property
+    def active(self) -> int:
+        """Syntheses in progress (between their frontend call and their end, waiting for the device included)."""
+        return self._active
 
     def _request_finished(self) -> None:
         """The last request out hands freed memory back, so the process returns to its warm size."""
@@ -172,52 +185,3 @@ class Pipeline:
 
     def text_to_phoneme_text(self, text: str) -> str:
         return self.frontend.text_to_phoneme_text(text)
-
-
-class AsyncSynthesis:
-    """A synthesis run in a thread of its own and read chunk by chunk from an event loop.
-
-    The thread iterates `Pipeline.synthesize_stream` (taking and releasing the device slots);
-    at most MAX_BUFFERED_CHUNKS wait for the reader, so a slow client slows its synthesis down
-    rather than filling memory. `cancel()` (the client went away) stops the synthesis before its
-    next segment or block. Create it inside a running event loop.
-    """
-
-    _END = object()
-
-    def __init__(self, pipeline: Pipeline, request: SynthesisRequest, cancel: CancelToken):
-        self.cancel_token = cancel
-        self._loop = asyncio.get_running_loop()
-        self._items: asyncio.Queue[object] = asyncio.Queue()
-        self._room = threading.Semaphore(MAX_BUFFERED_CHUNKS)
-        self._thread = threading.Thread(target=self._run, args=(pipeline, request), name="synthesis", daemon=True)
-        self._thread.start()
-
-    def _run(self, pipeline: Pipeline, request: SynthesisRequest) -> None:
-        try:
-            for chunk in pipeline.synthesize_stream(request, self.cancel_token):
-                while not self._room.acquire(timeout=0.5):
-                    self.cancel_token.check()
-                self._deliver(chunk)
-            self._deliver(self._END)
-        except Exception as error:  # noqa: BLE001 (handed to the reader, which decides what the client sees)
-            self._deliver(error)
-
-    def _deliver(self, item: object) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._items.put_nowait, item)
-        except RuntimeError:  # the event loop has closed: nobody is reading
-            self.cancel_token.cancel()
-
-    async def next_chunk(self) -> AudioChunk | None:
-        """The next chunk, None after the last one; raises what the synthesis raised."""
-        item = await self._items.get()
-        if item is self._END:
-            return None
-        if isinstance(item, BaseException):
-            raise item
-        self._room.release()
-        return item
-
-    def cancel(self) -> None:
-        self.cancel_token.cancel()

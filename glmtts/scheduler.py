@@ -16,10 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from glmtts.types import CancelToken
+
 INTERACTIVE = 0
 BATCH = 1
 DEFAULT_MAX_WAITING = 16
 DEFAULT_WAIT_S = 300.0
+CANCEL_POLL_S = 0.1  # how often a waiter looks at its cancel token: a client that left gives up its place
 
 
 class QueueFull(RuntimeError):
@@ -76,12 +79,17 @@ class DeviceScheduler:
 
     @contextmanager
     def slot(
-        self, priority: int = INTERACTIVE, wait_s: float = DEFAULT_WAIT_S, exclusive: bool = False, queue_limit: bool = True
+        self,
+        priority: int = INTERACTIVE,
+        wait_s: float = DEFAULT_WAIT_S,
+        exclusive: bool = False,
+        queue_limit: bool = True,
+        cancel: CancelToken | None = None,
     ) -> Iterator[None]:
         """Hold a device slot; `exclusive` waits until no one else holds one and keeps others out meanwhile.
 
         `queue_limit=False` waits even when the line is full: for the next segment of a request
-        that was already admitted."""
+        that was already admitted. A waiter whose `cancel` token is set leaves the line (raising it)."""
         me = threading.get_ident()
         with self._condition:
             reentered = me in self._holders
@@ -90,7 +98,7 @@ class DeviceScheduler:
                     raise RuntimeError("a shared slot cannot become exclusive; take the exclusive slot first")
                 self._holders[me] += 1
             else:
-                self._wait_for_turn(me, priority, wait_s, exclusive, queue_limit)
+                self._wait_for_turn(me, priority, wait_s, exclusive, queue_limit, cancel)
         started = time.perf_counter()
         try:
             yield
@@ -110,21 +118,28 @@ class DeviceScheduler:
             return False
         return not self._holders if exclusive else len(self._holders) < self._capacity
 
-    def _wait_for_turn(self, me: int, priority: int, wait_s: float, exclusive: bool, queue_limit: bool) -> None:
+    def _wait_for_turn(
+        self, me: int, priority: int, wait_s: float, exclusive: bool, queue_limit: bool, cancel: CancelToken | None
+    ) -> None:
         if queue_limit and not self._has_room(exclusive) and len(self._waiting) >= self.max_waiting:
             rounds = (len(self._waiting) + 1) / self._capacity  # slot uses ahead of this request
             raise QueueFull(len(self._waiting), max(1, round(self.last_work_s * rounds)))
         ticket = (priority, next(self._arrivals))
         heapq.heappush(self._waiting, ticket)
         deadline = time.monotonic() + wait_s
-        while not self._has_room(exclusive) or self._waiting[0] != ticket:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._waiting.remove(ticket)
-                heapq.heapify(self._waiting)
-                self._condition.notify_all()
-                raise QueueTimeout(f"Waited {wait_s:.0f} s for the device; try again later.")
-            self._condition.wait(remaining)
+        try:
+            while not self._has_room(exclusive) or self._waiting[0] != ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QueueTimeout(f"Waited {wait_s:.0f} s for the device; try again later.")
+                if cancel is not None:
+                    cancel.check()
+                self._condition.wait(remaining if cancel is None else min(remaining, CANCEL_POLL_S))
+        except BaseException:  # out of the line: the next waiter may be first now
+            self._waiting.remove(ticket)
+            heapq.heapify(self._waiting)
+            self._condition.notify_all()
+            raise
         heapq.heappop(self._waiting)
         self._holders[me] = 0
         if exclusive:

@@ -6,7 +6,8 @@ constructing is cheap, and starts the text frontend's process, which loads on it
 (glmtts.frontend.process); `load()` loads the engine, waits for the frontend and reads what is on
 disk; `warmup()` runs real syntheses; `mark_ready()` opens the service (after the HTTP warm-up the
 app does through its own routes) and starts the batch worker; `shutdown()` stops it. The HTTP
-routers and the UI receive this object and reach nothing else.
+routers and the UI receive this object and reach nothing else; each speech request they serve is
+a session the service starts (`start_speech`, glmtts.session).
 
 With `settings.redis_url` (GLMTTS_REDIS_URL) replicas share state (glmtts.cluster): the saved
 voices' store and the batch jobs are the Redis ones, `load()` first checks that Redis answers, and
@@ -29,8 +30,9 @@ from glmtts.engine import Engine
 from glmtts.frontend.process import FrontendProcess
 from glmtts.jobs import BatchJobs
 from glmtts.metrics import Metrics
-from glmtts.pipeline import Pipeline
+from glmtts.pipeline import Pipeline, SynthesisRequest
 from glmtts.scheduler import DeviceScheduler
+from glmtts.session import SpeechSession
 from glmtts.settings import Settings
 from glmtts.voices import VoiceLibrary
 
@@ -113,6 +115,10 @@ class Service:
         self.jobs.shutdown()
         self.frontend.close()
 
+    def start_speech(self, request: SynthesisRequest, *, whole: bool = False, keep: bool = False) -> SpeechSession:
+        """Start one request's synthesis, with the request time limit and the metrics (inside an event loop)."""
+        return SpeechSession(self.pipeline, request, self.settings.request_timeout_s, self.metrics, whole=whole, keep=keep)
+
     def _timed(self, name: str, step, *args) -> None:
         start = time.perf_counter()
         step(*args)
@@ -146,6 +152,7 @@ class Service:
             "saved_voices": self._shared_read(lambda: self.voices.saved_count),
             "queue_waiting": self.scheduler.waiting,
             "device_busy": self.scheduler.holding,
+            "syntheses_active": self.pipeline.active,
             "batch_items_pending": self._shared_read(self.jobs.pending_items),
             "replica": self.settings.replica,
             "shared_state": "redis" if self.shared is not None else "local disk",
@@ -157,6 +164,7 @@ class Service:
         metrics.gauge("glmtts_ready", "1 once warm and serving", lambda: float(self.ready))
         metrics.gauge("glmtts_queue_waiting", "Requests waiting for the device", lambda: self.scheduler.waiting)
         metrics.gauge("glmtts_device_busy", "Requests holding a device slot", lambda: self.scheduler.holding)
+        metrics.gauge("glmtts_syntheses_active", "Syntheses in progress, waiting for the device or on it", lambda: self.pipeline.active)
         metrics.gauge(
             "glmtts_batch_items_pending",
             "Batch items queued or running (with shared state: on every replica, the autoscaler's queue depth)",

@@ -38,6 +38,12 @@ class Settings:
     redis_url: str | None = None  # GLMTTS_REDIS_URL: voices, batch jobs and rate limits shared by replicas; None = local disk
     replica: str = ""  # GLMTTS_REPLICA: this replica's name in manifests (default host name:port)
     batch_lease_s: float = 30.0  # GLMTTS_BATCH_LEASE_S: a batch item whose replica stopped renewing it runs elsewhere
+    # Browser policy (SECURITY.md): Host names served besides localhost and IP addresses ("*": any), other
+    # origins whose pages may call this server (scheme://host[:port]), proxies whose X-Forwarded-* are believed.
+    allowed_hosts: tuple[str, ...] = ()  # GLMTTS_ALLOWED_HOSTS
+    allowed_origins: tuple[str, ...] = ()  # GLMTTS_ALLOWED_ORIGINS
+    trusted_proxies: tuple[str, ...] = ()  # GLMTTS_TRUSTED_PROXIES: addresses or networks; none by default
+    metrics_token: str | None = None  # GLMTTS_METRICS_TOKEN: a bearer token for /metrics only (the API key works too)
 
     def __post_init__(self) -> None:
         self.replica = self.replica or f"{socket.gethostname()}:{self.port}"
@@ -104,6 +110,11 @@ class Settings:
             help="seconds",
         )
         parser.add_argument("--max-queue", type=int, default=int(env.get("GLMTTS_MAX_QUEUE", defaults.max_queue)))
+        parser.add_argument("--allowed-hosts", default=env.get("GLMTTS_ALLOWED_HOSTS", ""), help="comma-separated host names")
+        parser.add_argument("--allowed-origins", default=env.get("GLMTTS_ALLOWED_ORIGINS", ""), help="comma-separated origins")
+        parser.add_argument(
+            "--trusted-proxies", default=env.get("GLMTTS_TRUSTED_PROXIES", ""), help="comma-separated proxy addresses"
+        )
         args, _ = parser.parse_known_args(argv)
         return cls(
             host=args.host,
@@ -124,4 +135,13 @@ class Settings:
             redis_url=env.get("GLMTTS_REDIS_URL") or None,  # environment only: the URL may hold a password
             replica=env.get("GLMTTS_REPLICA", ""),
             batch_lease_s=max(MIN_BATCH_LEASE_S, float(env.get("GLMTTS_BATCH_LEASE_S", defaults.batch_lease_s))),
+            allowed_hosts=comma_list(args.allowed_hosts),
+            allowed_origins=comma_list(args.allowed_origins),
+            trusted_proxies=comma_list(args.trusted_proxies),
+            metrics_token=env.get("GLMTTS_METRICS_TOKEN") or None,  # environment only, as the API key
         )
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting as a tuple of its non-empty, stripped items."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())

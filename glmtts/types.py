@@ -31,10 +31,11 @@ class CancelToken:
     LLM steps, between sentences) so a request nobody waits for stops within a fraction of a segment.
     """
 
-    def __init__(self, limit_s: float | None = None):
+    def __init__(self, limit_s: float | None = None, stop: threading.Event | None = None):
+        """`stop`: an event that cancels the token when set (a batch job's cancel reaches its item's synthesis)."""
         self.limit_s = limit_s
         self._deadline = None if limit_s is None else time.monotonic() + limit_s
-        self._event = threading.Event()
+        self._event = stop or threading.Event()
 
     def cancel(self) -> None:
         self._event.set()
@@ -46,7 +47,7 @@ class CancelToken:
     def check(self) -> None:
         """Raise Cancelled once cancelled, TimeLimitExceeded once past the deadline."""
         if self._event.is_set():
-            raise Cancelled("The client went away; the synthesis stopped.")
+            raise Cancelled("The synthesis was cancelled (its client went away, or its job was cancelled).")
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise TimeLimitExceeded(self.limit_s)
 
@@ -77,6 +78,15 @@ class Segment:
     runs: tuple[TextRun, ...]
     glm_text: str
     hard_split: bool = False  # cut at MAX_SEGMENT_CHARS because the text had no break to cut at
+    unread: tuple[str, ...] = ()  # scripts of the request's text no voice reads, left out (on every segment)
+
+
+HARD_SPLIT_NOTE = "text without breaks was cut at fixed lengths"
+
+
+def unread_note(scripts: tuple[str, ...]) -> str:
+    """What a listener is told when part of the text was left out: ASCII, fit for an HTTP header."""
+    return f"text in {', '.join(scripts)} was left out: the voices read Chinese and English" if scripts else ""
 
 
 @dataclass
@@ -170,3 +180,13 @@ class SynthesisResult:
     def hard_split(self) -> bool:
         """Whether some text had no break and was cut at a fixed length."""
         return any(s.hard_split for s in self.segments)
+
+    @property
+    def unread(self) -> tuple[str, ...]:
+        """The scripts of the text that were left out, which no voice reads ("Cyrillic", "Hangul", ...)."""
+        return tuple(sorted({script for s in self.segments for script in s.unread}))
+
+    @property
+    def notes(self) -> list[str]:
+        """What was done to the text that a listener should be told: cut at fixed lengths, parts left out."""
+        return [note for note in (HARD_SPLIT_NOTE if self.hard_split else "", unread_note(self.unread)) if note]

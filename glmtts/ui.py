@@ -25,10 +25,10 @@ from glmtts.files import atomic_output
 from glmtts.frontend.replace_dict import parse_replace_dict
 from glmtts.jobs import DONE, UNFINISHED, JobLimit, JobNotFound, JobStateError
 from glmtts.options import check_options
-from glmtts.pipeline import AsyncSynthesis, SynthesisRequest, playable, result_of
+from glmtts.pipeline import SynthesisRequest, playable
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.service import Service
-from glmtts.types import Cancelled, CancelToken, SynthesisError, SynthesisOptions
+from glmtts.types import Cancelled, SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,39 +76,37 @@ def build_ui(service: Service) -> gr.Blocks:
             raise gr.Error(str(error)) from error
 
     def make_synthesize(live: gr.Audio | None, output: gr.Audio, timings: gr.JSON, status: gr.Markdown, normalized: gr.Textbox):
-        """A callback that plays each segment on `live` as it finishes, then gives the whole file."""
+        """A callback that plays each segment on `live` as it finishes, then gives the whole file.
+
+        It maps the page to a speech session: Gradio closes the generator of an event the user
+        stopped or whose page closed, and the `finally` cancels the session."""
 
         async def synthesize(text, upload, voice, prompt_text, *option_values):
             require_ready()
             options = options_of(*option_values)
-            request = SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options)
-            started = time.perf_counter()
-            run = AsyncSynthesis(pipeline, request, CancelToken(settings.request_timeout_s))
-            chunks, first_audio_s = [], None
+            session = service.start_speech(SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options), keep=True)
             try:
-                while (chunk := await run.next_chunk()) is not None:
-                    chunks.append(chunk)
-                    first_audio_s = first_audio_s or time.perf_counter() - started
+                async for chunk in session:
                     update = {status: f"Speaking… segment {chunk.index + 1} of {chunk.total} ready."}
                     if live is not None:
                         update[live] = encode_audio(playable(chunk), chunk.sample_rate, "wav")
                     yield update
+                result = await session.result()
             except USER_ERRORS as error:  # TimeLimitExceeded included
                 raise gr.Error(str(error)) from error
             finally:
-                run.cancel()
-            result = result_of(chunks, time.perf_counter() - started, engine.name)
-            service.metrics.observe_synthesis(result.timings["total"], result.duration_s, first_audio_s)
+                session.cancel()
             name = f"{time.strftime('%Y%m%d-%H%M%S')}_{options.seed}.wav"
             path = await asyncio.to_thread(write_wav, singles_dir / name, result.audio, result.sample_rate)
             summary = {stage: round(seconds, 3) for stage, seconds in result.timings.items()}
+            first_audio_s = session.first_audio_s
             summary.update(first_audio_s=round(first_audio_s, 3), audio_s=round(result.duration_s, 2), rtf=round(result.rtf, 3))
-            cut = " Text without breaks was cut at fixed lengths." if result.hard_split else ""
+            notes = "".join(f" Note: {note}." for note in result.notes)
             yield {
                 output: str(path),
                 timings: summary,
                 status: f"Done: {result.duration_s:.1f} s of audio in {result.timings['total']:.2f} s (RTF {result.rtf:.3f}, "
-                f"first audio after {first_audio_s:.2f} s), {len(result.segments)} segment(s).{cut}",
+                f"first audio after {first_audio_s:.2f} s), {len(result.segments)} segment(s).{notes}",
                 normalized: result.normalized_text,
             }
 
@@ -207,7 +205,7 @@ def build_ui(service: Service) -> gr.Blocks:
             raise gr.Error("Choose a job from the list first.") from error
         except JobStateError as error:
             raise gr.Error(str(error)) from error
-        return "Cancelling after the current item." if job["cancelling"] else job_summary(job)
+        return "Cancelling: the current item stops." if job["cancelling"] else job_summary(job)
 
     def to_phonemes(text):
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -42,10 +43,10 @@ import soundfile as sf
 from glmtts.audio import content_key, read_prompt
 from glmtts.engine import Engine
 from glmtts.feature_codec import UNREADABLE, FeatureCodecError, load_features, save_features
-from glmtts.files import write_json
+from glmtts.files import atomic_output, storage_error, storage_writes, write_json
 from glmtts.frontend import TextFrontend
 from glmtts.frontend.process import FrontendProcess
-from glmtts.openai_compat import VoiceAliases
+from glmtts.openai_compat import OPENAI_VOICES, VoiceAliases
 from glmtts.scheduler import INTERACTIVE, DeviceScheduler
 from glmtts.settings import Settings
 from glmtts.types import PromptVoice, SynthesisError
@@ -64,6 +65,14 @@ SLUG_CHARS = 32
 VOICE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}$")  # slug of the name + hash of name and prompt
 _NEW_PREFIX, _TRASH_PREFIX = ".new-", ".trash-"  # hidden folders of a create or delete in progress
 STORED, COMPUTED, PENDING = "stored", "computed", "pending"
+# Characters a voice name may not hold, by Unicode category: invisible, look-alike or meaningless.
+REFUSED_NAME_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "a format character (zero-width or bidirectional control)",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned character",
+}
 
 
 class VoiceNotFound(LookupError):
@@ -79,6 +88,22 @@ class VoiceExists(ValueError):
     def __init__(self, voice_id: str):
         super().__init__(f"The voice {voice_id!r} already exists (same name and prompt).")
         self.voice_id = voice_id
+
+
+class VoiceNameError(SynthesisError):
+    """A voice name that cannot be a name: refused characters, only whitespace, or too long."""
+
+    param = "name"
+
+
+class VoiceNameTaken(ValueError):
+    """The name is reserved (a built-in voice's or an alias's) or another saved voice has it."""
+
+    param = "name"
+
+    @classmethod
+    def in_use(cls, name: str, holder: str) -> VoiceNameTaken:
+        return cls(f"A voice named {name!r} exists (id {holder}). Choose another name or delete that voice.")
 
 
 class VoiceLimit(ValueError):
@@ -151,7 +176,11 @@ class DiskVoiceStore:
         self.root = root
 
     def load(self) -> dict[str, tuple[VoiceInfo, str]]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a full or read-only disk: serve the built-ins; a save says why it fails
+            _LOGGER.warning("Saved voices: %s", storage_error(error, self.root))
+            return {}
         for prefix in (_NEW_PREFIX, _TRASH_PREFIX):  # a create or delete cut short by a crash
             for leftover in self.root.glob(f"{prefix}*"):
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -175,18 +204,23 @@ class DiskVoiceStore:
         return read_prompt(self.root / voice_id / PROMPT_FILE)
 
     def add(self, info: VoiceInfo, key: str, samples: np.ndarray, rate: int, features: object) -> None:
-        """Write the voice into a hidden folder, then rename it into place."""
+        """Write the voice into a hidden folder, then rename it into place. Raises StorageError where the disk refuses."""
         partial = self.root / f"{_NEW_PREFIX}{info.id}-{uuid.uuid4().hex[:8]}"
-        partial.mkdir(parents=True)
         try:
-            sf.write(partial / PROMPT_FILE, samples, rate, subtype="FLOAT")
+            with storage_writes(partial):
+                partial.mkdir(parents=True)
+            encoded = io.BytesIO()  # in memory: soundfile would hide a full disk behind an AssertionError
+            sf.write(encoded, samples, rate, format="WAV", subtype="FLOAT")
+            with atomic_output(partial / PROMPT_FILE) as handle:
+                handle.write(encoded.getbuffer())
             try:
                 save_features(partial / FEATURES_FILE, features)
             except FeatureCodecError as error:  # still usable: analysed again at its first use after a restart
                 _LOGGER.warning("Saved voice %s: analysis not stored (%s)", info.id, error)
                 info.engine = ""
             _write_meta(partial, info, key)
-            os.replace(partial, self.root / info.id)
+            with storage_writes(self.root / info.id):
+                os.replace(partial, self.root / info.id)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -242,6 +276,33 @@ def voice_id(name: str, key: str) -> str:
     return f"{voice_slug(name)}-{digest[:8]}"
 
 
+def normalize_voice_name(name: str) -> str:
+    """A requested voice name -> the name stored: NFKC, each run of whitespace one space, trimmed.
+
+    Raises VoiceNameError for a name with a character of REFUSED_NAME_CATEGORIES (its position counts
+    from 1 in the name as given), a name of whitespace only, or one over MAX_NAME_CHARS. "" stays ""
+    (no name given)."""
+    for position, char in enumerate(name, 1):
+        kind = REFUSED_NAME_CATEGORIES.get(unicodedata.category(char))
+        if kind:
+            raise VoiceNameError(
+                f"The voice name holds {kind}, U+{ord(char):04X}, at position {position}; names may not hold "
+                "control, format, surrogate, private-use or unassigned characters."
+            )
+    normalized = " ".join(unicodedata.normalize("NFKC", name).split())
+    if name and not normalized:
+        raise VoiceNameError("The voice name is only whitespace; give a name or none.")
+    if len(normalized) > MAX_NAME_CHARS:
+        raise VoiceNameError(f"The voice name has {len(normalized)} characters; the limit is {MAX_NAME_CHARS}.")
+    return normalized
+
+
+def name_key(name: str) -> str:
+    """What names are compared by: NFKC, case-folded (NFKC again, as casefolding may denormalize), spaces collapsed."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return " ".join(folded.split())
+
+
 class VoiceLibrary:
     """Resolves prompts (voice names, files, uploads) to analysed voices; saves, lists and deletes voices."""
 
@@ -267,6 +328,7 @@ class VoiceLibrary:
         self._analyses = settings.cache_dir / "voices"
         self._builtin: dict[str, Path] = {}
         self._saved: dict[str, _SavedVoice] = {}
+        self._named: dict[str, list[str]] = {}  # name_key -> ids of the saved voices of that name, oldest first
         self._recent: OrderedDict[str, PromptVoice] = OrderedDict()  # content key -> voice, least recent first
         self._lock = threading.RLock()
 
@@ -283,6 +345,7 @@ class VoiceLibrary:
         with self._lock:
             self._merge(saved)
         self.aliases = VoiceAliases.load(self._aliases_path, self.names())
+        self._warn_conflicting_names()
         _LOGGER.info("Voices: %d built-in, %d saved", len(self._builtin), len(self._saved))
 
     def warm(self) -> None:
@@ -301,6 +364,25 @@ class VoiceLibrary:
             else:
                 merged[voice_id] = _SavedVoice(info, key)
         self._saved = merged
+        self._named = {}
+        for info in sorted((entry.info for entry in merged.values()), key=lambda info: (info.created, info.id)):
+            self._named.setdefault(name_key(info.name), []).append(info.id)
+
+    def _reserved_names(self) -> dict[str, str]:
+        """name_key -> what has the name, for every name a saved voice may not take: built-ins and aliases."""
+        reserved = {name_key(alias): "an OpenAI voice name" for alias in OPENAI_VOICES}
+        reserved |= {name_key(alias): f"an alias of {target!r}" for alias, target in self.aliases.mapping.items()}
+        return reserved | {name_key(name): "a built-in voice" for name in self._builtin}
+
+    def _warn_conflicting_names(self) -> None:
+        """Saved voices from before names were checked may share a name or take a reserved one: usable by id only."""
+        reserved = self._reserved_names()
+        with self._lock:
+            for key, ids in self._named.items():
+                if key in reserved:
+                    _LOGGER.warning("Saved voice(s) %s: the name is %s, which wins; use the id", ", ".join(ids), reserved[key])
+                elif len(ids) > 1:
+                    _LOGGER.warning("Saved voices %s share one name: each is usable by its id only", ", ".join(ids))
 
     def _sync(self) -> None:
         """Pick up voices other replicas saved, changed or deleted (nothing to do on local disk)."""
@@ -366,12 +448,16 @@ class VoiceLibrary:
         return f"There is no voice {shown!r}; voices: {listed or 'none'}."
 
     def _find_saved(self, name: str) -> _SavedVoice | None:
+        """A saved voice by id, else by name (compared by name_key) unless a built-in or alias has the name."""
         self._sync()
+        key = name_key(name)
         with self._lock:
             if name in self._saved:
                 return self._saved[name]
-            named = [entry for entry in self._saved.values() if entry.info.name == name]
-            return named[0] if len(named) == 1 else None
+            ids = [] if key in self._reserved_names() else self._named.get(key, [])
+            if len(ids) > 1:
+                raise SynthesisError(f"{len(ids)} saved voices are named {name[:MAX_NAME_CHARS]!r} ({', '.join(ids)}); give one's id.")
+            return self._saved[ids[0]] if ids else None
 
     # ----------------------------------------------------------------- analysis
     def _analyse(self, audio: np.ndarray, rate: int, prompt_text: str, key: str, priority: int) -> PromptVoice:
@@ -463,18 +549,16 @@ class VoiceLibrary:
     # ----------------------------------------------------------------- saved voices
     def create(self, audio: bytes, prompt_text: str, name: str) -> VoiceInfo:
         """Check and analyse a prompt, then save it; raises SynthesisError for unusable input."""
-        name, prompt_text = " ".join(name.split()), prompt_text.strip()
-        if len(name) > MAX_NAME_CHARS:
-            raise SynthesisError(f"The voice name has {len(name)} characters; the limit is {MAX_NAME_CHARS}.")
-        if any(unicodedata.category(c) == "Cc" for c in name + prompt_text.replace("\n", " ")):
-            raise SynthesisError("The voice name and prompt text must not hold control characters.")
+        name, prompt_text = normalize_voice_name(name), prompt_text.strip()
+        if any(unicodedata.category(c) == "Cc" for c in prompt_text.replace("\n", " ")):
+            raise SynthesisError("The prompt text must not hold control characters.")
         if len(prompt_text) > MAX_PROMPT_TEXT_CHARS:
             raise SynthesisError(f"The prompt text has {len(prompt_text)} characters; the limit is {MAX_PROMPT_TEXT_CHARS}.")
         samples, rate = read_prompt(audio)  # [samples] float32 at the file's rate
         key = content_key(samples, prompt_text)
         new_id = voice_id(name, key)
         self._sync()
-        self._check_free(new_id)
+        self._check_free(new_id, name or new_id)
         voice = self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
         info = VoiceInfo(
             id=new_id,
@@ -486,10 +570,12 @@ class VoiceLibrary:
             analysis_version=self.engine.analysis_version,
             features=COMPUTED,
         )
-        with self._lock:
-            self._check_free(new_id)
+        with self._lock:  # checked and added under one lock: of two saves of one name, one wins
+            self._sync()
+            self._check_free(new_id, info.name)
             self.store.add(info, key, samples, rate, voice.features)
             self._saved[new_id] = _SavedVoice(info, key, voice)
+            self._named.setdefault(name_key(info.name), []).append(new_id)
         _LOGGER.info("Saved voice %s (%.1f s prompt)", new_id, info.duration_s)
         return info
 
@@ -501,12 +587,21 @@ class VoiceLibrary:
             if name not in self._saved:
                 raise VoiceNotFound(name)
             self.store.remove(name)
-            del self._saved[name]
+            info = self._saved.pop(name).info
+            self._named[name_key(info.name)].remove(name)
         _LOGGER.info("Deleted saved voice %s", name)
 
-    def _check_free(self, new_id: str) -> None:
+    def _check_free(self, new_id: str, name: str) -> None:
+        """Raises VoiceExists, VoiceNameTaken (a reserved name, or another voice's name or id) or VoiceLimit."""
         if new_id in self._saved:
             raise VoiceExists(new_id)
+        key = name_key(name)
+        reserved = self._reserved_names().get(key)
+        if reserved:
+            raise VoiceNameTaken(f"The name {name!r} is reserved: it is {reserved}. Choose another name.")
+        holders = self._named.get(key) or ([key] if key in self._saved else [])
+        if holders:
+            raise VoiceNameTaken.in_use(name, holders[0])
         if len(self._saved) >= MAX_SAVED_VOICES:
             raise VoiceLimit(f"{MAX_SAVED_VOICES} voices are saved already; delete one first.")
 

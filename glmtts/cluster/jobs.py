@@ -54,11 +54,12 @@ from redis.exceptions import LockError, ResponseError
 
 from glmtts.batch import MANIFEST, BatchItem, parse_jsonl, run_item, safe_name, zip_job
 from glmtts.cluster import KEY_PREFIX, UNAVAILABLE, SharedState
-from glmtts.files import atomic_output
+from glmtts.files import StorageError, atomic_output, dumps_line
 from glmtts.jobs import (
     BUSY_RETRY_S,
     CANCELLED,
     DONE,
+    FIX_DISK,
     ITEM_FIELDS,
     MAX_UNFINISHED_JOBS,
     QUEUED,
@@ -168,7 +169,8 @@ end
 return 1
 """
 )
-# KEYS: job, results, running, order, stream, active; ARGV: uttid, record, ok (1/0), entry, group, finished, job id
+# KEYS: job, results, running, order, stream, active;
+# ARGV: uttid, record, ok (1/0), entry, group, finished, job id, stop (1/0: a refused write), the job's message
 _RECORD = (
     _LUA_COMMON
     + """
@@ -182,6 +184,11 @@ redis.call('XACK', KEYS[5], ARGV[5], ARGV[4])
 redis.call('XDEL', KEYS[5], ARGV[4])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {added, 'gone'} end
+if ARGV[8] == '1' and (status == 'running' or status == 'queued') then  -- the disk refused: stop the job
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished', ARGV[6], 'message', ARGV[9], 'cancelling', '0')
+  redis.call('SREM', KEYS[6], ARGV[7])
+  return {added, 'failed'}
+end
 if (status == 'running' or status == 'queued') and redis.call('HLEN', KEYS[2]) >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'status', 'done', 'finished', ARGV[6], 'cancelling', '0')
   redis.call('SREM', KEYS[6], ARGV[7])
@@ -228,7 +235,7 @@ end
 return {'refused', status}
 """
 )
-# KEYS: job, results, active, stream; ARGV: job id, finished
+# KEYS: job, results, active, stream, order; ARGV: job id, finished
 _RESUME = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'gone', ''} end
@@ -238,7 +245,13 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'finished', '', 'message', '', '
 redis.call('SADD', KEYS[3], ARGV[1])
 local queued = 0
 for _, uttid in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'uttids'))) do
-  if redis.call('HEXISTS', KEYS[2], uttid) == 0 then
+  local raw = redis.call('HGET', KEYS[2], uttid)
+  if raw and cjson.decode(raw)['transient'] then  -- failed by a refused write: runs again
+    redis.call('HDEL', KEYS[2], uttid)
+    redis.call('LREM', KEYS[5], 0, uttid)
+    raw = false
+  end
+  if not raw then
     redis.call('XADD', KEYS[4], '*', 'job', ARGV[1], 'uttid', uttid, 'generation', tostring(generation))
     queued = queued + 1
   end
@@ -405,7 +418,10 @@ class RedisBatchJobs:
                 raise JobLimit(f"{MAX_UNFINISHED_JOBS} batch jobs are waiting or running; try again later.")
         else:
             raise JobStateError("No free job id; try again in a second.")
-        (folder / "input.jsonl").write_text(jsonl, encoding="utf-8")  # for people reading the folder; Redis holds the job
+        try:
+            (folder / "input.jsonl").write_text(jsonl, encoding="utf-8")  # for people reading the folder; Redis holds the job
+        except OSError as error:
+            _LOGGER.warning("Batch job %s: input.jsonl not written beside its results (%s)", job_id, error)
         _LOGGER.info("Batch job %s queued for every replica: %d items", job_id, len(uttids))
         return job_id
 
@@ -422,7 +438,7 @@ class RedisBatchJobs:
 
     def resume(self, job_id: str) -> dict[str, object]:
         """Queue an interrupted, cancelled or failed job again; only its unfinished items run."""
-        keys = [job_key(job_id), job_key(job_id, "results"), ACTIVE, STREAM]
+        keys = [job_key(job_id), job_key(job_id, "results"), ACTIVE, STREAM, job_key(job_id, "order")]
         outcome, detail = self._scripts["resume"](keys=keys, args=[job_id, _now()])
         if outcome == b"gone":
             raise JobNotFound(job_id)
@@ -633,6 +649,10 @@ class RedisBatchJobs:
         while True:
             try:
                 record = run_item(self.pipeline, item, private, work.options)
+            except StorageError as error:  # recorded as transient: it stops the job, and resume runs it again
+                _LOGGER.error("Batch job %s stopped at item %s: %s", entry.job, entry.uttid, error)
+                message = f"{error}{FIX_DISK}"
+                return {"uttid": entry.uttid, "line": item.line, "status": "error", "message": message, "transient": True}
             except (QueueFull, QueueTimeout) as error:
                 _LOGGER.info("Batch job %s waits for the device: %s", entry.job, error)
                 if self._stopping.wait(BUSY_RETRY_S) or self._cancelling(entry.job):
@@ -675,11 +695,12 @@ class RedisBatchJobs:
             STREAM,
             ACTIVE,
         ]
-        args = [entry.uttid, json.dumps(record, ensure_ascii=False), int(record.get("status") == "ok"), entry.id, GROUP]
+        args = [entry.uttid, dumps_line(record), int(record.get("status") == "ok"), entry.id, GROUP]
+        stop = [int(bool(record.get("transient"))), f"stopped at item {entry.uttid}: {record.get('message', '')}"]
         delay = 0.2
         while True:
             try:
-                added, status = self._scripts["record"](keys=keys, args=[*args, _now(), entry.job])
+                added, status = self._scripts["record"](keys=keys, args=[*args, _now(), entry.job, *stop])
                 break
             except UNAVAILABLE as error:
                 if delay == 0.2:
@@ -731,8 +752,8 @@ class RedisBatchJobs:
                 with self.client.pipeline(transaction=True) as pipe:
                     order, results = pipe.lrange(job_key(job_id, "order"), 0, -1).hgetall(job_key(job_id, "results")).execute()
                 with atomic_output(folder / MANIFEST, "w") as manifest:
-                    for uttid in order:
-                        manifest.write(_text(results[uttid]) + "\n")
+                    for uttid in order:  # encoded again: records of an older version may hold raw line breaks
+                        manifest.write(dumps_line(json.loads(results[uttid])) + "\n")
                 for private in folder.glob(f"{WORK_DIR_PREFIX}*"):  # before the zip appears: whoever sees it sees a tidy folder
                     shutil.rmtree(private, ignore_errors=True)
                 zip_job(folder)

@@ -4,8 +4,10 @@ Keys:
     glmtts:voices           hash: voice id -> meta JSON (name, prompt_text, created, duration_s,
                             engine, analysis_version, key), the same fields as meta.json on disk
     glmtts:voices:version   counter, raised by every add, update and delete
+    glmtts:voices:names     hash: name_key of a voice's name -> its id (set only if absent, so that
+                            of two replicas saving one name at once, one wins)
     glmtts:voice:<id>       hash: prompt (the prompt as a float32 wav), features (the analysis as
-                            an .npz, glmtts.feature_codec)
+                            an .npz, glmtts.feature_codec), name_key
 
 A replica asks for the version before each lookup (one round trip) and reads the registry again
 only when it moved. Decoded analyses stay in the replica's memory; a replica that has not used a
@@ -26,20 +28,34 @@ import soundfile as sf
 from glmtts.audio import read_prompt
 from glmtts.cluster import KEY_PREFIX, SharedState
 from glmtts.feature_codec import FeatureCodecError, arrays_to_features, features_to_arrays
-from glmtts.voices import MAX_SAVED_VOICES, VoiceExists, VoiceInfo, VoiceLimit, VoiceNotFound, info_to_meta, meta_to_info
+from glmtts.voices import (
+    MAX_SAVED_VOICES,
+    VoiceExists,
+    VoiceInfo,
+    VoiceLimit,
+    VoiceNameTaken,
+    VoiceNotFound,
+    info_to_meta,
+    meta_to_info,
+    name_key,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 REGISTRY = KEY_PREFIX + "voices"
 VERSION = KEY_PREFIX + "voices:version"
+NAMES = KEY_PREFIX + "voices:names"
 PROMPT_FIELD, FEATURES_FIELD = b"prompt", b"features"
 
-# KEYS: registry, version, voice hash; ARGV: id, meta, limit, prompt wav, features ("" when not stored)
+# KEYS: registry, version, voice hash, names; ARGV: id, meta, limit, prompt wav, features ("" when not stored), name_key
 _ADD = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'exists' end
+local holder = redis.call('HGET', KEYS[4], ARGV[6])
+if holder then return 'name:' .. holder end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 'limit' end
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'prompt', ARGV[4])
+redis.call('HSET', KEYS[3], 'prompt', ARGV[4], 'name_key', ARGV[6])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'features', ARGV[5]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('INCR', KEYS[2])
@@ -53,9 +69,11 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('INCR', KEYS[2])
 return 1
 """
-# KEYS: registry, version, voice hash; ARGV: id
+# KEYS: registry, version, voice hash, names; ARGV: id
 _REMOVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local name = redis.call('HGET', KEYS[3], 'name_key')
+if name and redis.call('HGET', KEYS[4], name) == ARGV[1] then redis.call('HDEL', KEYS[4], name) end
 redis.call('DEL', KEYS[3])
 redis.call('INCR', KEYS[2])
 return 1
@@ -130,10 +148,13 @@ class RedisVoiceStore:
             info.engine, stored = "", b""
         meta = json.dumps(info_to_meta(info, key), ensure_ascii=False)
         outcome = self._add(
-            keys=[REGISTRY, VERSION, voice_key(info.id)], args=[info.id, meta, MAX_SAVED_VOICES, prompt.getvalue(), stored]
+            keys=[REGISTRY, VERSION, voice_key(info.id), NAMES],
+            args=[info.id, meta, MAX_SAVED_VOICES, prompt.getvalue(), stored, name_key(info.name)],
         )
         if outcome == b"exists":
             raise VoiceExists(info.id)
+        if outcome.startswith(b"name:"):
+            raise VoiceNameTaken.in_use(info.name, outcome.removeprefix(b"name:").decode())
         if outcome == b"limit":
             raise VoiceLimit(f"{MAX_SAVED_VOICES} voices are saved already; delete one first.")
 
@@ -142,5 +163,5 @@ class RedisVoiceStore:
         self._update(keys=[REGISTRY, VERSION, voice_key(info.id)], args=[info.id, meta, features_to_bytes(features)])
 
     def remove(self, voice_id: str) -> None:
-        if not self._remove(keys=[REGISTRY, VERSION, voice_key(voice_id)], args=[voice_id]):
+        if not self._remove(keys=[REGISTRY, VERSION, voice_key(voice_id), NAMES], args=[voice_id]):
             raise VoiceNotFound(voice_id)

@@ -188,13 +188,27 @@ _MONTH_DAY_RE = re.compile(
     r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s*$", re.IGNORECASE
 )
 _YEAR_LIST_RE = re.compile(r"(?<![\d.,])(\d{4})\s*(?:,|and|or|to|through|until|till|-|–|,\s*and|,\s*or)\s*$")
+_LISTED_YEARS_MAX = 16
 
 
 def is_year(text: str, start: int, end: int) -> bool:
     """Whether the four-digit number text[start:end] reads as a year: its words around say so
-    ("in 1999", "1999 was", "300 BC", a month before it) or it follows a year in a list or range."""
-    if not 1100 <= int(text[start:end]) <= 2099:
-        return False
+    ("in 1999", "1999 was", "300 BC", a month before it) or it follows a year in a list or range
+    (followed back at most _LISTED_YEARS_MAX numbers, which bounds the cost of a long list)."""
+    for _ in range(_LISTED_YEARS_MAX):
+        if not 1100 <= int(text[start:end]) <= 2099:
+            return False
+        if _context_says_year(text, start, end):
+            return True
+        listed = _YEAR_LIST_RE.search(text[max(0, start - 40) : start])
+        if not listed:
+            return False
+        start = max(0, start - 40) + listed.start(1)
+        end = start + 4
+    return False
+
+
+def _context_says_year(text: str, start: int, end: int) -> bool:
     before = text[max(0, start - 40) : start]
     after = text[end : end + 20]
     if after.startswith("'s"):
@@ -207,13 +221,7 @@ def is_year(text: str, start: int, end: int) -> bool:
     if _MONTH_DAY_RE.search(before):
         return True  # "May 3, 1999"
     word_after = _WORD_AFTER_RE.match(after)
-    if word_after and word_after.group(1).lower() in _YEAR_AFTER:
-        return True
-    listed = _YEAR_LIST_RE.search(before)
-    if listed:
-        previous_start = max(0, start - 40) + listed.start(1)
-        return is_year(text, previous_start, previous_start + 4)
-    return False
+    return bool(word_after and word_after.group(1).lower() in _YEAR_AFTER)
 
 
 # A bare four-digit number: not part of a decimal, a grouped number, a time, a date or money.

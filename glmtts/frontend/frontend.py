@@ -15,7 +15,7 @@ from glmtts.frontend.replace_dict import DictMatch, ReplaceDict
 from glmtts.frontend.split import Unit, chunk_units, group_runs, items_to_units, split_sentences
 from glmtts.frontend.text_utils import EN_SENTINEL, ZH_SENTINEL, has_cjk, unspoken_scripts
 from glmtts.frontend.tone_sandhi import Syllable, apply_sandhi
-from glmtts.types import Segment, SynthesisError, TextRun
+from glmtts.types import CancelToken, Segment, SynthesisError, TextRun
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,14 +69,20 @@ class TextFrontend:
         return len(self.replace_dict)
 
     # ----------------------------------------------------------------------------- public API
-    def text_to_segments(self, text: str, use_phoneme: bool = False) -> list[Segment]:
+    def text_to_segments(self, text: str, use_phoneme: bool = False, cancel: CancelToken | None = None) -> list[Segment]:
         """Raw text -> segments of 30 to 60 character-weights, each with zh/en runs and `glm_text`.
 
         With `use_phoneme`, `glm_text` spells every Chinese character as tokens (`<|X|><|IAN2|>`);
-        otherwise it is the normalized text with the tokens the user typed.
+        otherwise it is the normalized text with the tokens the user typed. Every segment names the
+        scripts of the text no voice reads (`unread`: left out). `cancel` is checked before the work
+        and between sentences and segments (Cancelled within one of them).
         """
+        if cancel is not None:
+            cancel.check()
+        unread = tuple(unspoken_scripts("".join(item for item in split_inline(text or "") if isinstance(item, str))))
         segments = []
-        for units, hard_split in self._text_to_units(text):
+        for units, hard_split in self._text_to_units(text, cancel):
+            _check(cancel)
             spoken = self._spoken(units)
             segments.append(
                 Segment(
@@ -84,20 +90,22 @@ class TextFrontend:
                     runs=tuple(self._runs(units, spoken)),
                     glm_text="".join(self._glm_piece(unit, spoken.get(i), use_phoneme) for i, unit in enumerate(units)),
                     hard_split=hard_split,
+                    unread=unread,
                 )
             )
         return segments
 
-    def text_to_phoneme_text(self, text: str) -> str:
+    def text_to_phoneme_text(self, text: str, cancel: CancelToken | None = None) -> str:
         """Raw text -> the editable phoneme sequence: normalized, replace dictionary applied, every
         Chinese character as tokens after tone sandhi (the tones the Mandarin voice says), an erhua
         儿 written as the character after its syllable, English words and the user's [[...]] spans kept.
 
         `text_to_segments(result, use_phoneme=True)` gives the same Chinese phonemes: tokens are
-        never changed by a rule.
+        never changed by a rule. `cancel` as in `text_to_segments`.
         """
         pieces: list[str] = []
-        for units, _ in self._text_to_units(text):
+        for units, _ in self._text_to_units(text, cancel):
+            _check(cancel)
             spoken = self._spoken(units)
             rendered = "".join(self._phoneme_piece(unit, spoken.get(i)) for i, unit in enumerate(units))
             if pieces and (pieces[-1][-1] in _ASCII_JOINERS or rendered[0] in _ASCII_JOINERS):
@@ -106,7 +114,7 @@ class TextFrontend:
         return "".join(pieces)
 
     # ----------------------------------------------------------------------------- text -> units
-    def _text_to_units(self, text: str) -> list[tuple[list[Unit], bool]]:
+    def _text_to_units(self, text: str, cancel: CancelToken | None = None) -> list[tuple[list[Unit], bool]]:
         """Raw text -> segments' units, each with whether it was hard-split (no break to cut at)."""
         if not self._loaded:
             raise RuntimeError("TextFrontend.load() was not called")
@@ -121,8 +129,9 @@ class TextFrontend:
         units: list[Unit] = []
         previous_english = False
         for sentence in split_sentences(cleaned):
+            _check(cancel)
             english = not self.normalizer.is_chinese(sentence)
-            normalized = self.normalizer.normalize_sentence(sentence)
+            normalized = self.normalizer.normalize_sentence(sentence, cancel)
             sentence_units = items_to_units(self._sentence_items(normalized, supply))
             if units and sentence_units and (english or previous_english):
                 units.append(Unit("space", " ", 0.0))
@@ -276,6 +285,11 @@ class TextFrontend:
         if unit.kind == "ovr":
             return unit.item.source
         return unit.text
+
+
+def _check(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.check()
 
 
 def _symbols(reading: str) -> tuple[str, ...]:

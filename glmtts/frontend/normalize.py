@@ -3,8 +3,9 @@
 Cleanup (markdown, emoji, full-width forms, brackets, line ends) runs on the whole text; then each
 sentence is normalized as Chinese when it holds a Han character, else as English. Numbers, dates,
 money and units go through WeTextProcessing's compiled grammars (`wetext`), with our own rewrites
-around its known defects (see `en_numbers`). Only clauses that hold digits or symbols reach the
-grammars, which keeps long texts fast. Inline overrides are replaced by sentinel characters by the
+around its known defects (see `en_numbers`). Only windows around digits and symbols reach the
+grammars, none longer than WETEXT_MAX_CHARS, and every pattern here runs in linear time, so the cost
+of any text is linear in its length. Inline overrides are replaced by sentinel characters by the
 caller and pass through untouched.
 """
 
@@ -15,8 +16,9 @@ import re
 import threading
 from collections.abc import Callable
 
-from glmtts.frontend.en_numbers import expand_numbers, expand_years, spell_remaining_digits
+from glmtts.frontend.en_numbers import digits, expand_numbers, expand_years, spell_remaining_digits
 from glmtts.frontend.text_utils import CJK_RANGES, EN_SENTINEL, LATIN_LETTERS, ZH_SENTINEL
+from glmtts.types import CancelToken
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,17 +28,21 @@ _ZH_RE = re.compile(f"[{CJK_RANGES}{ZH_SENTINEL}]")  # what makes a sentence Chi
 _LATIN_RE = re.compile(f"[{LATIN_LETTERS}{EN_SENTINEL}]")
 
 # ------------------------------------------------------------------------------------ cleanup
-_MARKDOWN_RULES: tuple[tuple[re.Pattern, str], ...] = (
+# Every pattern runs in linear time: no two adjacent parts can match the same characters, a scan
+# to a closing mark stops at the next opening one, and leading spaces are taken only from where
+# their run starts (else each position of a long run rescans the rest of it).
+_LINK_TARGET = r"(?:[^)\]\n\ue000\ue001]|\](?!\())*"  # a link's target ends at ")", never crosses a next "]("
+_MARKDOWN_RULES: tuple[tuple[re.Pattern, str | Callable[[re.Match], str]], ...] = (
     (re.compile(r"```[\w+-]*"), "\n"),
-    (re.compile(r"!\[([^\]\n]*)\]\([^)\n\ue000\ue001]*\)"), r"\1"),
-    (re.compile(r"\[([^\[\]\n]+)\]\([^)\n\ue000\ue001]*\)"), r"\1"),
+    (re.compile(r"!\[([^\[\]\n]*)\]\(" + _LINK_TARGET + r"\)"), r"\1"),
+    (re.compile(r"\[([^\[\]\n]+)\]\(" + _LINK_TARGET + r"\)"), r"\1"),
     (re.compile(r"(?:https?://|www\.)[^\s\ue000\ue001\u3000-\u303f\uff00-\uffef" + CJK_RANGES + r"]+"), ""),
     (re.compile(r"</?[A-Za-z][^<>\n\ue000\ue001]*>"), ""),
     (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M), ""),
     (re.compile(r"^[ \t]*>+[ \t]?", re.M), ""),
     (re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M), ""),
-    (re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$", re.M), ""),
-    (re.compile(r"^[ \t]*\|(.*?)\|?[ \t]*$", re.M), r"\1"),
+    (re.compile(r"^[ \t]*(?:\|[ \t]*)?:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*(?:\|[ \t]*)?$", re.M), ""),
+    (re.compile(r"^[ \t]*\|(.*)$", re.M), lambda row: row.group(1).rstrip(" \t").removesuffix("|")),
     (re.compile(r"^[ \t]*[-*+•·][ \t]+", re.M), ""),
     (re.compile(r"^[ \t]*(\d+)[.)][ \t]+", re.M), r"\1, "),
     (re.compile(r"\*\*|__|~~|`"), ""),
@@ -49,9 +55,9 @@ _EMOJI_RE = re.compile(
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c\u2028\u2029\ufeff]")
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _QUOTES_RE = re.compile(r"[\"“”„‟«»「」『』《》【】〈〉〔〕]")
-_BRACKETS_RE = re.compile(r"\s*[()\[\]{}]+\s*")
+_BRACKETS_RE = re.compile(r"(?:(?<!\s)\s+)?[()\[\]{}]+\s*")
 _PHONE_AREA_RE = re.compile(r"\((\d{3})\)\s?(?=\d{3}[-.\s]\d{4})")
-_DASHES_RE = re.compile(r"\s*(?:—+|–|――|\s-\s)\s*")
+_DASHES_RE = re.compile(r"(?:(?<!\s)\s+)?(?:—+|–|――|\s-\s)\s*")
 _LINE_END = set(".!?;:,。！？；：，…")
 _SPACES_RE = re.compile(r"[ \t\u00a0]+")
 
@@ -96,7 +102,7 @@ _ZH_SYMBOLS = {
 # fmt: on
 _ZH_MONEY_RE = re.compile(
     rf"(?P<cur>[$€£¥￥])\s?(?P<num>\d+(?:,\d{{3}})*(?:\.\d+)?)\s?(?P<word>{_ZH_CURRENCY_WORDS})?"
-    rf"|(?P<num2>\d+)\.(?P<frac>\d{{1,2}})(?P<yuan>元|块)"
+    rf"|(?<!\d)(?P<num2>\d+)\.(?P<frac>\d{{1,2}})(?P<yuan>元|块)"
 )
 _ZH_PHONE_RE = re.compile(r"(?<![\d.])(?:\+\d{1,3}[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)|(?<![\d.])0\d{2,3}-\d{7,8}(?!\d)")
 _ZH_UNIT_POWERS = (("km²", "平方公里"), ("m²", "平方米"), ("cm²", "平方厘米"), ("m³", "立方米"), ("cm³", "立方厘米"))
@@ -208,10 +214,17 @@ _EN_SYMBOLS = {
 # fmt: on
 _EN_WETEXT_TRIGGER = re.compile(r"\d|[&+=%@°/]|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr)\.")
 # The grammars are run on windows around what they must read, not on whole clauses: their cost
-# grows with the input length. Context kept on each side: English words, Chinese characters.
+# per character grows with the input length. Context kept on each side: English words, Chinese
+# characters. Windows that touch are merged up to WETEXT_MAX_CHARS; a longer stretch (a text that
+# is all numbers) goes in pieces of at most that length, which keeps the cost linear in the text.
 _EN_WINDOW_WORDS = 2
 _ZH_WINDOW_CHARS = 4
+WETEXT_MAX_CHARS = 64
 _ZH_NUMBER_RE = re.compile(r"\d[\d.,:/%~\-]*")
+# A run of digits and separators longer than this is no number anyone reads as one: it is spelled
+# digit by digit (a phone number with its country code, or a long amount, is half as long).
+MAX_NUMBER_CHARS = 32
+_NUMBER_RUN_RE = re.compile(r"\d[\d.,:]*")
 
 
 def _en_symbols(text: str) -> str:
@@ -219,7 +232,7 @@ def _en_symbols(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ punctuation
-_PUNCT_RUN_RE = re.compile(r"[\s]*(?:[,;:、，；：.。!！?？…]\s*)+")
+_PUNCT_RUN_RE = re.compile(r"(?:(?<!\s)\s+)?(?:[,;:、，；：.。!！?？…]\s*)+")
 # Clause ends: ; 、 , : (but not inside "1,250" or "3:30") and . ! ? before a space.
 _CLAUSE_SPLIT_RE = re.compile(r"(?<=[;、])|(?<=[,:])(?!(?<=\d[,:])\d)|(?<=[.!?])(?=\s)")
 
@@ -243,12 +256,36 @@ def _punct_class(run: str) -> str:
     return ","
 
 
-def _add_span(spans: list[list[int]], start: int, end: int) -> None:
-    """Append [start, end) to sorted spans, merging with the last one when they touch."""
+def _add_span(spans: list[list[int]], start: int, end: int, core_end: int) -> None:
+    """Append the window [start, end) around a number or word ending at `core_end` to sorted spans
+    [start, end, core_end]: merged with the last one when they touch and the merged window holds at
+    most WETEXT_MAX_CHARS, else the two are cut apart between their numbers or words."""
     if spans and start <= spans[-1][1]:
-        spans[-1][1] = max(spans[-1][1], end)
-    else:
-        spans.append([start, end])
+        last = spans[-1]
+        if end - last[0] <= WETEXT_MAX_CHARS:
+            last[1], last[2] = max(last[1], end), core_end
+            return
+        start = last[1] = max(start, last[2])
+    spans.append([start, end, core_end])
+
+
+def _bounded_pieces(text: str) -> list[str]:
+    """`text` in pieces of at most WETEXT_MAX_CHARS, cut after a space where there is one, else not
+    between two digits where it can be helped."""
+    pieces, start = [], 0
+    while len(text) - start > WETEXT_MAX_CHARS:
+        end = start + WETEXT_MAX_CHARS
+        cut = text.rfind(" ", start + 1, end) + 1 or next(
+            (i for i in range(end, start, -1) if not (text[i - 1].isdigit() and text[i].isdigit())), end
+        )
+        pieces.append(text[start:cut])
+        start = cut
+    return [*pieces, text[start:]]
+
+
+def _spell_long_numbers(text: str, spell: Callable[[str], str]) -> str:
+    """Every run of digits and separators longer than MAX_NUMBER_CHARS -> `spell(run)`."""
+    return _NUMBER_RUN_RE.sub(lambda m: spell(m.group(0)) if len(m.group(0)) > MAX_NUMBER_CHARS else m.group(0), text)
 
 
 class TextNormalizer:
@@ -269,8 +306,9 @@ class TextNormalizer:
 
         self._tn = tn
 
-    def _wetext_windows(self, text: str, lang: str) -> str:
-        """Run the `lang` grammar over merged windows around digits and symbols; the rest is kept."""
+    def _wetext_windows(self, text: str, lang: str, cancel: CancelToken | None) -> str:
+        """Run the `lang` grammar over merged windows around digits and symbols; the rest is kept.
+        `cancel` is checked before each window."""
         spans: list[list[int]] = []
         if lang == "en":
             words = list(re.finditer(r"\S+", text))
@@ -278,15 +316,18 @@ class TextNormalizer:
                 if _EN_WETEXT_TRIGGER.search(word.group(0)):
                     first = words[max(0, index - _EN_WINDOW_WORDS)].start()
                     last = words[min(len(words) - 1, index + _EN_WINDOW_WORDS)].end()
-                    _add_span(spans, first, last)
+                    _add_span(spans, first, last, word.end())
         else:
             for number in _ZH_NUMBER_RE.finditer(text):
-                _add_span(spans, max(0, number.start() - _ZH_WINDOW_CHARS), min(len(text), number.end() + _ZH_WINDOW_CHARS))
+                start, end = max(0, number.start() - _ZH_WINDOW_CHARS), min(len(text), number.end() + _ZH_WINDOW_CHARS)
+                _add_span(spans, start, end, number.end())
         out = []
         position = 0
-        for start, end in spans:
+        for start, end, _ in spans:
+            if cancel is not None:
+                cancel.check()
             out.append(text[position:start])
-            out.append(self._wetext(text[start:end], lang))
+            out.extend(self._wetext(piece, lang) for piece in _bounded_pieces(text[start:end]))
             position = end
         out.append(text[position:])
         return "".join(out)
@@ -311,13 +352,18 @@ class TextNormalizer:
     def is_chinese(sentence: str) -> bool:
         return _ZH_RE.search(sentence) is not None
 
-    def normalize_sentence(self, sentence: str) -> str:
-        """A cleaned sentence (sentinels allowed) -> normalized text with canonical punctuation."""
+    def normalize_sentence(self, sentence: str, cancel: CancelToken | None = None) -> str:
+        """A cleaned sentence (sentinels allowed) -> normalized text with canonical punctuation.
+        `cancel` is checked between the pieces that go to the grammars (Cancelled)."""
         if self.is_chinese(sentence):
-            return self._finish_zh(self._normalize_pieces(sentence, self._normalize_mixed_clause))
-        return self._finish_en(self._normalize_pieces(expand_years(sentence), self._normalize_en_clause))
+            sentence = _spell_long_numbers(sentence, lambda run: "".join(_ZH_DIGITS[int(ch)] for ch in run if ch.isdigit()))
+            return self._finish_zh(self._normalize_pieces(sentence, self._normalize_mixed_clause, cancel))
+        sentence = _spell_long_numbers(sentence, lambda run: f" {digits(run)} ")
+        return self._finish_en(self._normalize_pieces(expand_years(sentence), self._normalize_en_clause, cancel))
 
-    def _normalize_pieces(self, sentence: str, normalize: Callable[[str], str]) -> str:
+    def _normalize_pieces(
+        self, sentence: str, normalize: Callable[[str, CancelToken | None], str], cancel: CancelToken | None
+    ) -> str:
         """Normalize the stretches between sentinels, clause by clause."""
         parts = _SENTINEL_SPLIT_RE.split(sentence)
         out = []
@@ -325,27 +371,27 @@ class TextNormalizer:
             if not part or part in _SENTINELS:
                 out.append(part)
                 continue
-            out.extend(normalize(clause) for clause in _CLAUSE_SPLIT_RE.split(part))
+            out.extend(normalize(clause, cancel) for clause in _CLAUSE_SPLIT_RE.split(part))
         return "".join(out)
 
-    def _normalize_mixed_clause(self, clause: str) -> str:
+    def _normalize_mixed_clause(self, clause: str, cancel: CancelToken | None) -> str:
         """In a Chinese sentence, a clause of English words (no Han character) is read as English."""
         if _LATIN_RE.search(clause) and not _ZH_RE.search(clause):
-            return self._normalize_en_clause(clause)
-        return self._normalize_zh_clause(clause)
+            return self._normalize_en_clause(clause, cancel)
+        return self._normalize_zh_clause(clause, cancel)
 
-    def _normalize_zh_clause(self, clause: str) -> str:
+    def _normalize_zh_clause(self, clause: str, cancel: CancelToken | None) -> str:
         clause = _zh_prenormalize(clause)
         if re.search(r"\d", clause):
-            clause = self._wetext_windows(clause, "zh")
+            clause = self._wetext_windows(clause, "zh", cancel)
         return _zh_postnormalize(clause)
 
-    def _normalize_en_clause(self, clause: str) -> str:
+    def _normalize_en_clause(self, clause: str, cancel: CancelToken | None) -> str:
         for pattern, replacement in _EN_ABBREVIATIONS:
             clause = pattern.sub(replacement, clause)
         clause = expand_numbers(clause)
         if _EN_WETEXT_TRIGGER.search(clause):
-            clause = self._wetext_windows(clause, "en")
+            clause = self._wetext_windows(clause, "en", cancel)
         return _en_symbols(spell_remaining_digits(clause))
 
     @staticmethod

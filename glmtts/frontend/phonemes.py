@@ -40,7 +40,8 @@ INVENTORY = frozenset(INITIALS) | FINALS  # 204 symbols
 TOKEN_RE = re.compile(r"<\|([^<>|]*)\|>")
 # A run of adjacent tokens, or one English override span.
 INLINE_RE = re.compile(r"(?:<\|[^<>|]*\|>\s*)*<\|[^<>|]*\|>|\[\[([^\[\]]*)\]\]")
-_SPAN_RE = re.compile(r"^\s*(?:(?P<surface>[^|:]*?)\s*\|\s*)?(?P<scheme>[A-Za-z]+)\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
+# Linear time: no two adjacent parts match the same spaces (the caller strips surface and body).
+_SPAN_RE = re.compile(r"^(?:(?P<surface>[^|:]*)\|)?\s*(?P<scheme>[A-Za-z]+)\s*:(?P<body>.*)$", re.DOTALL)
 _WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:'[A-Za-z]+)*")
 _MAX_LISTED_PROBLEMS = 8
 

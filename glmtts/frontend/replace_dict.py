@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from glmtts.files import dumps_line, split_lines
 from glmtts.frontend.phonemes import ZhSyllable, tokens_to_syllables
 from glmtts.frontend.text_utils import is_cjk
 
@@ -64,7 +65,7 @@ def parse_replace_dict(text: str) -> dict[str, str]:
     entries: dict[str, str] = {}
     defined_on: dict[str, int] = {}
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         line = line.strip()
         if not line:
             continue
@@ -98,7 +99,7 @@ def parse_replace_dict(text: str) -> dict[str, str]:
 
 def format_replace_dict(entries: dict[str, str]) -> str:
     """{surface: replacement} -> file text, one object a line."""
-    return "".join(json.dumps({surface: replacement}, ensure_ascii=False) + "\n" for surface, replacement in entries.items())
+    return "".join(dumps_line({surface: replacement}) + "\n" for surface, replacement in entries.items())
 
 
 class ReplaceDict:

@@ -35,12 +35,14 @@ _CHARS_PER_SYLLABLE = 3  # weight of a cut piece: at least one syllable per thre
 _ACRONYM_MAX_LETTERS = 5
 _WEIGHT_EPSILON = 1e-6  # English weights are sums of 0.7s
 
-_SENTENCE_END_RE = re.compile(r"[。！？；!?;]+|\.+(?=\s|$)")
+# A run of the same class is matched from its start only: retried inside a long run, a pattern
+# would rescan the rest of it at each position.
+_SENTENCE_END_RE = re.compile(r"[。！？；!?;]+|(?<!\.)\.+(?=\s|$)")
 _ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr vs etc no fig inc ltd co mt gen col sgt capt rev".split())
 _WORD_BEFORE_RE = re.compile(f"([{LATIN_LETTERS}]+)$")
 _UNIT_RE = re.compile(f"([{CJK_RANGES}])|([{LATIN_LETTERS}]+(?:'[{LATIN_LETTERS}]+)*'?)|(\\s+)|(.)", re.DOTALL)
 _VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")
-_BREAKLESS_RE = re.compile(rf"[^\s,;:.!?、，；：。！？…]{{{MAX_SEGMENT_CHARS + 1},}}")
+_BREAKLESS_RE = re.compile(rf"(?<![^\s,;:.!?、，；：。！？…])[^\s,;:.!?、，；：。！？…]{{{MAX_SEGMENT_CHARS + 1},}}")
 
 ZH_KINDS = frozenset({"zh", "syl", "dict"})
 EN_KINDS = frozenset({"en", "ovr"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
@@ -10,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from glmtts.batch import MAX_BATCH_BYTES
 from glmtts.http.forms import FORM_OVERHEAD_BYTES, check_length, read_form, read_json, read_upload
 from glmtts.openai_compat import validation_error
-from glmtts.options import check_options
+from glmtts.options import UNCOERCED_BOOL, check_options
 from glmtts.service import Service
 
 JSON_ESCAPE_FACTOR = 6  # a JSONL string inside JSON grows by at most this much (\uXXXX escapes)
@@ -23,13 +25,13 @@ class BatchBody(BaseModel):
 
     jsonl: str
     name: str = Field("", max_length=80)
-    seed: int | float | None = None
-    speed: float | None = None
-    sample_rate: int | None = None
+    seed: Annotated[int | float | None, UNCOERCED_BOOL] = None  # true/false reach check_options, which refuses them
+    speed: Annotated[float | None, UNCOERCED_BOOL] = None
+    sample_rate: Annotated[int | None, UNCOERCED_BOOL] = None
     sampling: str | None = None
-    top_k: int | float | None = None
-    top_p: float | None = None
-    temperature: float | None = None
+    top_k: Annotated[int | float | None, UNCOERCED_BOOL] = None
+    top_p: Annotated[float | None, UNCOERCED_BOOL] = None
+    temperature: Annotated[float | None, UNCOERCED_BOOL] = None
     use_phoneme: bool | None = None
     use_cache: bool | None = None
 

@@ -6,6 +6,7 @@ Bodies carry the message twice: `detail` (FastAPI's shape, which our clients rea
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from glmtts.files import StorageError
 from glmtts.jobs import BatchTooLarge, JobLimit, JobNotFound, JobStateError
 from glmtts.openai_compat import openai_error, validation_error
 from glmtts.options import OptionError
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import Cancelled, SynthesisError, TimeLimitExceeded
-from glmtts.voices import BuiltinVoice, VoiceExists, VoiceLimit, VoiceNotFound
+from glmtts.voices import BuiltinVoice, VoiceExists, VoiceLimit, VoiceNameTaken, VoiceNotFound
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ RETRY_AFTER_S = 5
 SHARED_STATE_DOWN = "The shared state store (Redis) is unreachable; retry in a few seconds."
 JOB_LIMIT_RETRY_S = 60
 CLIENT_CLOSED = 499  # nginx's code for a request whose client went away (only ever logged)
+FASTAPI_BODY_ERROR = "There was an error parsing the body"  # FastAPI's text for any body it could not read
 
 
 class NotReady(RuntimeError):
@@ -62,14 +65,44 @@ ERROR_TABLE: list[tuple[type[BaseException], _Rule]] = [
     (JobNotFound, _Rule(404)),
     (BuiltinVoice, _Rule(403)),
     (VoiceExists, _Rule(409)),
+    (VoiceNameTaken, _Rule(409)),
     (VoiceLimit, _Rule(409)),
     (JobStateError, _Rule(409)),
     (JobLimit, _Rule(429, JOB_LIMIT_RETRY_S)),
     (QueueTimeout, _Rule(503, RETRY_AFTER_S)),
     (TimeLimitExceeded, _Rule(504)),
+    (StorageError, _Rule(507)),  # a full, read-only or failing disk: the message says which
     (Cancelled, _Rule(CLIENT_CLOSED)),
     (SynthesisError, _Rule(400)),
 ]
+
+def body_error_message(error: BaseException | None) -> str | None:
+    """Why a JSON body could not be parsed, and where; None for an error that is not about parsing.
+
+    The classes json.loads raises on a body: JSONDecodeError (bad syntax, truncated), UnicodeDecodeError
+    (not UTF-8), RecursionError (nested past the interpreter's recursion limit) and ValueError (an
+    integer longer than sys.get_int_max_str_digits())."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"The body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno} (character {error.pos})."
+    if isinstance(error, UnicodeDecodeError):
+        return f"The body is not UTF-8: byte 0x{error.object[error.start]:02X} at offset {error.start} ({error.reason})."
+    if isinstance(error, RecursionError):
+        limit = sys.getrecursionlimit()
+        return f"The body is not valid JSON here: it is nested deeper than the limit of about {limit} levels."
+    if isinstance(error, ValueError) and "integer string conversion" in str(error):
+        return f"The body holds a number longer than {sys.get_int_max_str_digits()} digits, the limit."
+    return None
+
+
+def _json_invalid_message(error: RequestValidationError) -> str | None:
+    """FastAPI's validation error for a body json.loads refused, as body_error_message says it (with line and column)."""
+    for problem in error.errors():
+        if problem.get("type") == "json_invalid" and isinstance(error.body, str):
+            position = problem["loc"][-1] if isinstance(problem["loc"][-1], int) else 0
+            reason = str(problem.get("ctx", {}).get("error", "JSON decode error"))
+            return body_error_message(json.JSONDecodeError(reason, error.body, position))
+    return None
+
 
 def error_body(status: int, message: str, param: str | None = None) -> dict[str, object]:
     return {"detail": message, **openai_error(status, message, param)}
@@ -92,7 +125,47 @@ def response_for(error: BaseException) -> JSONResponse:
     return error_response(500, f"Internal error ({type(error).__name__}); see the server log.")
 
 
+_NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+ERROR_BODY_SCHEMA = {
+    "title": "ErrorBody",
+    "type": "object",
+    "required": ["detail", "error"],
+    "properties": {
+        "detail": {"type": "string"},
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": _NULLABLE_STRING, "code": _NULLABLE_STRING},
+        },
+    },
+}
+
+
+def declare_error_body(api: FastAPI) -> None:
+    """Make /openapi.json say what error responses carry: ErrorBody (ERROR_BODY_SCHEMA) for 422, in place of
+    FastAPI's HTTPValidationError, which these handlers never send, and as every operation's default response."""
+    build = api.openapi
+
+    def openapi() -> dict[str, object]:
+        schema = build()  # FastAPI's, built once and cached on the app; patching it again changes nothing
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for fastapi_name in ("ValidationError", "HTTPValidationError"):
+            schemas.pop(fastapi_name, None)
+        schemas["ErrorBody"] = ERROR_BODY_SCHEMA
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"].update(error)
+                responses.setdefault("default", {"description": "An error (4xx or 5xx)", **error})
+        return schema
+
+    api.openapi = openapi
+
+
 def install_error_handlers(api: FastAPI) -> None:
+    declare_error_body(api)
     async def from_table(_request: Request, error: Exception) -> JSONResponse:
         return response_for(error)
 
@@ -106,9 +179,12 @@ def install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), headers=error.headers)
+        parse_error = body_error_message(error.__cause__) if error.detail == FASTAPI_BODY_ERROR else None
+        return error_response(error.status_code, parse_error or str(error.detail), headers=error.headers)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        if parse_error := _json_invalid_message(error):
+            return error_response(400, parse_error)
         message, field = validation_error(error.errors())
         return error_response(422, message, field)

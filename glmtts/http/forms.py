@@ -8,6 +8,8 @@ from fastapi import HTTPException, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
+from glmtts.http.errors import body_error_message
+
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and small fields on top of the file
 MAX_FORM_FIELDS = 16
 
@@ -56,7 +58,5 @@ async def read_upload(upload: object, limit: int, what: str) -> bytes:
 async def read_json(request: Request) -> object:
     try:
         return json.loads(await request.body())
-    except ValueError as error:
-        raise HTTPException(400, "The body is not valid JSON.") from error
-    except RecursionError as error:
-        raise HTTPException(400, "The JSON body is nested too deeply.") from error
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HTTPException(400, body_error_message(error) or "The body is not valid JSON.") from error

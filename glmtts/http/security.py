@@ -1,14 +1,20 @@
-"""Access control in front of the whole app: an optional API key, per-client rate limits, body limits.
+"""Access control in front of the whole app (the API and the mounted UI): one policy, one middleware.
 
-One pure ASGI middleware (streamed responses and client disconnects pass through untouched):
+One pure ASGI middleware (streamed responses and client disconnects pass through untouched) decides,
+in this order, for every request but the probes `/health` and `/ready` (SECURITY.md has the threat model):
 
-- API key: when `GLMTTS_API_KEY` is set (several keys may be given, comma-separated), every `/v1/`
-  route needs `Authorization: Bearer <key>` or `X-API-Key: <key>`; the UI asks for a key as its login
-  password (any user name). `/health` and `/ready` stay open.
+- Browser policy (origin.py): the Host must name this server (421), a page of another origin may not
+  change anything (403), preflights are answered here and CORS headers go only to allowed origins.
+- Credentials: when `GLMTTS_API_KEY` is set (several keys may be given, comma-separated), every route
+  needs `Authorization: Bearer <key>`, `X-API-Key: <key>` or the UI's login cookie (its password is a
+  key), except the login page and its static assets; `/metrics` also takes `GLMTTS_METRICS_TOKEN`,
+  which it needs alone when only that is set.
 - Rate limit: a token bucket per client (its API key, else its IP address) on the requests that start
-  work or guess a key: POSTs under `/v1/`, `/v1/` requests with a wrong key, the UI's runs and logins.
-  Over the limit: 429 with Retry-After. With shared state (GLMTTS_REDIS_URL) the buckets live in
-  Redis (glmtts.cluster.ratelimit), so a client's limit holds across replicas; Redis unreachable: 503.
+  work or guess a key: POSTs under `/v1/`, requests with a wrong key (or none, under `/v1/`), the UI's
+  runs and logins. Over the limit: 429 with Retry-After. With shared state (GLMTTS_REDIS_URL) the
+  buckets live in Redis (glmtts.cluster.ratelimit), so a client's limit holds across replicas; Redis
+  unreachable: 503.
+  The address is the connection's own unless it comes from a proxy in `GLMTTS_TRUSTED_PROXIES`.
 - Body limit: a request body larger than the limit gets 413, checked on Content-Length and again on
   the bytes that actually arrive.
 """
@@ -27,14 +33,24 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glmtts.http.errors import error_body
+from glmtts.http.origin import BrowserPolicy, request_origin
 from glmtts.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+PROBE_PATHS = frozenset({"/health", "/ready"})  # open to all: orchestrators probe them by any name, without a key
+METRICS_PATH = "/metrics"
+# With a key set, what a browser needs to show the UI's login form (static assets of Gradio's front end).
+LOGIN_PATHS = frozenset(
+    {"/", "/login", "/login/", "/logout", "/favicon.ico", "/theme.css", "/robots.txt", "/manifest.json"}
+    | {"/gradio_api/login_check", "/gradio_api/login_check/", "/gradio_api/theme.css"}
+)
+LOGIN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
+KEY_REQUIRED = "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>', or log in on the page."
 WARMUP_HEADER = "x-glmtts-warmup"  # the app's own warm-up requests: neither keyed nor rate limited
 API_PREFIX = "/v1/"
 UI_LIMITED_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/login")
@@ -139,7 +155,7 @@ class BodyTooLarge(HTTPException):
 
 
 class SecurityMiddleware:
-    """API key, rate limit and body size checks for every HTTP request (see the module docstring)."""
+    """The browser policy, credentials, rate limit and body size checks for every request (see the module docstring)."""
 
     def __init__(
         self, app: ASGIApp, settings: Settings, warmup_token: str = "", clock: Callable[[], float] = time.monotonic
@@ -147,18 +163,34 @@ class SecurityMiddleware:
         self.app = app
         self.warmup_token = warmup_token.encode("latin-1")
         self.keys = parse_api_keys(settings.api_key)
+        self.metrics_tokens = parse_api_keys(settings.metrics_token)
+        self.browser = BrowserPolicy.from_settings(settings)
         self.limiter = _limiter(settings, clock) if settings.rate_limit > 0 else None
         self.max_body_bytes = settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket") or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        if path in OPEN_PATHS:
-            await self.app(scope, receive, send)
+        if scope["type"] == "websocket":  # no route takes one; should one come, it follows the same policy
+            await self._websocket(scope, receive, send, headers)
             return
+        method: str = scope["method"]
+        refusal = self.browser.host_refusal(headers.get("host"))
+        if refusal:
+            await _send_error(send, 421, refusal, {})
+            return
+        if method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers:
+            status, cors = self.browser.preflight(headers)
+            await _send_preflight_answer(send, status, cors, request_origin(headers))
+            return
+        refusal = self.browser.origin_refusal(method, headers)
+        if refusal:
+            await _send_error(send, 403, refusal, {})
+            return
+        send = self._with_cors(send, request_origin(headers))  # from here on, answers reach an allowed page's script
         # The app's own warm-up skips the key and the rate limit, and takes the body limit's path as clients do.
         warmup = bool(self.warmup_token) and hmac.compare_digest(headers.get(WARMUP_HEADER, "").encode("latin-1"), self.warmup_token)
         if not warmup and not await self._admitted(scope, path, headers, send):
@@ -169,37 +201,73 @@ class SecurityMiddleware:
             return
         await self._call_with_body_limit(scope, receive, send)
 
+    def _with_cors(self, send: Send, origin: str | None) -> Send:
+        """`send` with the response's CORS headers replaced by the policy's for `origin` (none for most)."""
+
+        async def policed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": self.browser.cors_headers(origin, list(message.get("headers", [])))}
+            await send(message)
+
+        return policed_send
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """A handshake from a foreign Host or page, or without credentials where they are needed, is closed (403)."""
+        allowed = not self.browser.host_refusal(headers.get("host"))
+        allowed = allowed and not self.browser.origin_refusal("WEBSOCKET", headers)
+        if allowed and (not self._credentials_required(scope["path"]) or self._authorized(scope, scope["path"], headers)):
+            await self.app(scope, receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    def _credentials_required(self, path: str) -> bool:
+        if path == METRICS_PATH:
+            return bool(self.keys or self.metrics_tokens)
+        return bool(self.keys) and path not in LOGIN_PATHS and not path.startswith(LOGIN_PREFIXES)
+
+    def _authorized(self, scope: Scope, path: str, headers: dict[str, str]) -> bool:
+        """A configured key, the metrics token on /metrics, or the cookie of a login on the UI."""
+        key = presented_key(headers)
+        if key_is_valid(key, self.keys) or (path == METRICS_PATH and key_is_valid(key, self.metrics_tokens)):
+            return True
+        return bool(self.keys) and ui_login_is_valid(scope, headers.get("cookie", ""))
+
     async def _admitted(self, scope: Scope, path: str, headers: dict[str, str], send: Send) -> bool:
-        """The API key and the rate limit; sends the error and returns False when the request may not go on."""
+        """The credentials and the rate limit; sends the error and returns False when the request may not go on."""
         is_api = path.startswith(API_PREFIX)
         key = presented_key(headers)
-        key_ok = not self.keys or key_is_valid(key, self.keys)
-        # Work and guesses cost a token: POSTs under /v1/, any /v1/ request with a wrong key, UI runs and logins.
-        limited = (is_api and (scope["method"] == "POST" or not key_ok)) or path.startswith(UI_LIMITED_PATHS)
+        required = self._credentials_required(path)
+        authorized = not required or self._authorized(scope, path, headers)
+        # Work and guesses cost a token: POSTs under /v1/, a wrong key anywhere, /v1/ without a key, UI runs and logins.
+        guess = not authorized and (key is not None or is_api)
+        limited = (is_api and scope["method"] == "POST") or guess or path.startswith(UI_LIMITED_PATHS)
         if self.limiter is not None and limited:
-            client = f"key:{key}" if is_api and self.keys and key_ok else f"ip:{(scope.get('client') or ('unknown',))[0]}"
-            if getattr(self.limiter, "shared", False):  # a network call: kept off the event loop
-                try:
-                    wait_s = await run_in_threadpool(self.limiter.acquire, client)
-                except self.limiter.Unavailable as error:
-                    _LOGGER.warning("Rate limit not checked: %s", error)
-                    message = "The shared state store (Redis) is unreachable; retry in a few seconds."
-                    await _send_error(send, 503, message, {"Retry-After": str(SHARED_STATE_RETRY_S)})
-                    return False
-            else:
-                wait_s = self.limiter.acquire(client)
-            if wait_s > 0:
-                retry_after = max(1, math.ceil(wait_s))
-                message = f"Rate limit of {self.limiter.per_minute} requests a minute reached; retry in {retry_after} s."
-                await _send_error(send, 429, message, {"Retry-After": str(retry_after)})
+            key_ok = key_is_valid(key, self.keys)
+            client = f"key:{key}" if is_api and key_ok else f"ip:{(scope.get('client') or ('unknown',))[0]}"
+            if not await self._took_token(client, send):
                 return False
-        if is_api and not key_ok:
-            message = (
-                "The API key is not valid."
-                if key
-                else "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
-            )
+        if not authorized:
+            message = "The API key is not valid." if key else KEY_REQUIRED
             await _send_error(send, 401, message, {"WWW-Authenticate": "Bearer"})
+            return False
+        return True
+
+    async def _took_token(self, client: str, send: Send) -> bool:
+        """One token from `client`'s bucket; sends 429 (or 503 when the shared store is down) and returns False if none."""
+        if getattr(self.limiter, "shared", False):  # a network call: kept off the event loop
+            try:
+                wait_s = await run_in_threadpool(self.limiter.acquire, client)
+            except self.limiter.Unavailable as error:
+                _LOGGER.warning("Rate limit not checked: %s", error)
+                message = "The shared state store (Redis) is unreachable; retry in a few seconds."
+                await _send_error(send, 503, message, {"Retry-After": str(SHARED_STATE_RETRY_S)})
+                return False
+        else:
+            wait_s = self.limiter.acquire(client)
+        if wait_s > 0:
+            retry_after = max(1, math.ceil(wait_s))
+            message = f"Rate limit of {self.limiter.per_minute} requests a minute reached; retry in {retry_after} s."
+            await _send_error(send, 429, message, {"Retry-After": str(retry_after)})
             return False
         return True
 
@@ -227,6 +295,33 @@ class SecurityMiddleware:
             if started:
                 raise
             await _send_error(send, 413, error.detail, {"Connection": "close"})
+
+
+def ui_login_is_valid(scope: Scope, cookie_header: str) -> bool:
+    """Whether the request carries the cookie of a login on the UI (Gradio's `access-token-<app id>`).
+
+    Gradio keeps the tokens of its logins in the mounted app's memory, which the request's app (the
+    FastAPI app the UI is mounted on) leads to; a token that app does not hold proves nothing.
+    """
+    ui = next((route.app for route in getattr(scope.get("app"), "routes", ()) if _is_gradio_app(getattr(route, "app", None))), None)
+    if ui is None or not cookie_header:
+        return False
+    cookies = cookie_parser(cookie_header)
+    tokens = [cookies.get(f"access-token-{ui.cookie_id}"), cookies.get(f"access-token-unsecure-{ui.cookie_id}")]
+    return any(token and token in ui.tokens for token in tokens)
+
+
+def _is_gradio_app(app: object) -> bool:
+    return isinstance(getattr(app, "tokens", None), dict) and isinstance(getattr(app, "cookie_id", None), str)
+
+
+async def _send_preflight_answer(send: Send, status: int, cors: list[tuple[bytes, bytes]], origin: str | None) -> None:
+    if status != 204:
+        message = f"Cross-origin requests from {origin} are not allowed; add it to GLMTTS_ALLOWED_ORIGINS to allow them."
+        await _send_error(send, status, message, {})
+        return
+    await send({"type": "http.response.start", "status": 204, "headers": cors})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _send_error(send: Send, status: int, detail: str, headers: dict[str, str]) -> None:

@@ -1,8 +1,11 @@
 """Speech: OpenAI's `audio/speech` shape, whole or streamed, plus our seed and sample rate.
 
-A whole response is synthesized in a worker thread that stops before its next segment once the
-client has gone away. A streamed one (`stream: true`, or `stream_format` "audio" or "sse") starts
-with the first segment; it waits for that segment first, so bad input still gets its 4xx.
+Each request is a speech session (glmtts.session); this route only maps HTTP to it. A whole
+response waits for the session's result; a streamed one (`stream: true`, or `stream_format` "audio"
+or "sse") waits for the first chunk, so bad input still gets its 4xx, then streams the rest. One
+client watcher covers every wait: until the response starts, the ASGI receive channel's
+`http.disconnect` cancels the session; once it streams, the response cancels it when it ends, the
+client gone included. A text with parts no voice reads is answered with `X-Text-Warning`.
 """
 
 from __future__ import annotations
@@ -10,24 +13,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.types import Receive, Scope, Send
 
 from glmtts.encoders import DEFAULT_FORMAT, FORMATS, SSE_MEDIA_TYPE, StreamEncoder, encode_audio, sse_audio_delta, sse_audio_done
 from glmtts.openai_compat import model_error, models_list, voice_name
-from glmtts.options import OptionError, check_options
-from glmtts.pipeline import AsyncSynthesis, SynthesisRequest, playable
+from glmtts.options import UNCOERCED_BOOL, OptionError, check_options
+from glmtts.pipeline import SynthesisRequest, playable
 from glmtts.service import Service
-from glmtts.types import CancelToken, SynthesisError, TimeLimitExceeded
+from glmtts.session import SpeechSession
+from glmtts.types import Segment, SynthesisError, TimeLimitExceeded, unread_note
 
 _LOGGER = logging.getLogger(__name__)
 
 STREAM_FORMATS = ("audio", "sse")
-DISCONNECT_POLL_S = 0.25
+T = TypeVar("T")
 
 
 class SpeechBody(BaseModel):
@@ -39,28 +45,62 @@ class SpeechBody(BaseModel):
     model: str | None = None
     voice: str | dict[str, str] | None = None  # a name, or the newer SDKs' custom voice {"id": name}
     response_format: str | None = None
-    speed: float | None = None
+    speed: Annotated[float | None, UNCOERCED_BOOL] = None
     instructions: str | None = None  # accepted, not followed: the voice comes from the prompt
     stream_format: str | None = None
     stream: bool = False
-    seed: int | float | None = None
-    sample_rate: int | None = None
+    seed: Annotated[int | float | None, UNCOERCED_BOOL] = None  # true/false reach check_options, which refuses them
+    sample_rate: Annotated[int | None, UNCOERCED_BOOL] = None
 
 
-async def run_until_disconnected(request: Request, cancel: CancelToken, work: Callable, *args):
-    """Run `work(*args)` in a worker thread; cancel it when the client goes away meanwhile."""
-    task = asyncio.ensure_future(run_in_threadpool(work, *args))
-    while not task.done():
-        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-        if not task.done() and await request.is_disconnected():
-            _LOGGER.info("Client gone: cancelling its synthesis")
-            cancel.cancel()
-    return task.result()
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the request body has been read: nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def while_connected(request: Request, session: SpeechSession, wait: Awaitable[T]) -> T:
+    """Await `wait` (a read from the session); cancel the session the moment its client disconnects."""
+    reading, watching = asyncio.ensure_future(wait), asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({reading, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            _LOGGER.info("Client gone before its answer: cancelling its synthesis")
+            session.cancel()
+        return await reading  # a cancelled synthesis raises Cancelled within one segment
+    except BaseException:
+        session.cancel()
+        raise
+    finally:
+        watching.cancel()
+
+
+class SessionResponse(StreamingResponse):
+    """A streamed answer that cancels its session however it ends: finished, failed or its client gone."""
+
+    def __init__(self, session: SpeechSession, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.session = session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.session.done:
+                _LOGGER.info("Stream ended before its synthesis: cancelling it")
+            self.session.cancel()
+
+
+def text_headers(segment: Segment) -> dict[str, str]:
+    """What was done to the text, as headers (a segment carries what concerns the whole text)."""
+    headers = {"X-Text-Hard-Split": "1"} if segment.hard_split else {}
+    if segment.unread:
+        headers["X-Text-Warning"] = unread_note(segment.unread)
+    return headers
 
 
 def speech_router(service: Service, require_warm) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    pipeline = service.pipeline
     created = int(time.time())
 
     @router.get("/models")
@@ -81,57 +121,43 @@ def speech_router(service: Service, require_warm) -> APIRouter:
             raise OptionError("model", message)
         options = check_options(service.engine, {"seed": body.seed, "speed": body.speed, "sample_rate": body.sample_rate})
         synthesis = SynthesisRequest(body.input, voice_name(body.voice), "", options)
-        cancel = CancelToken(service.settings.request_timeout_s)
-        started = time.perf_counter()
         if body.stream or body.stream_format is not None:
-            run = AsyncSynthesis(pipeline, synthesis, cancel)
-            return await _streamed(service, run, fmt, sse=body.stream_format == "sse", characters=len(body.input), started=started)
-        result = await run_until_disconnected(request, cancel, pipeline.synthesize, synthesis)
-        service.metrics.observe_synthesis(result.timings["total"], result.duration_s)
-        headers = {"X-RTF": f"{result.rtf:.3f}", "X-Sample-Rate": str(result.sample_rate)}
-        if result.hard_split:
-            headers["X-Text-Hard-Split"] = "1"
+            session = service.start_speech(synthesis)
+            return await _streamed(session, request, fmt, sse=body.stream_format == "sse", characters=len(body.input))
+        session = service.start_speech(synthesis, whole=True)
+        result = await while_connected(request, session, session.result())
+        headers = {"X-RTF": f"{result.rtf:.3f}", "X-Sample-Rate": str(result.sample_rate), **text_headers(result.segments[0])}
         audio = await run_in_threadpool(encode_audio, result.audio, result.sample_rate, fmt)
         return Response(audio, media_type=FORMATS[fmt].media_type, headers=headers)
 
     return router
 
 
-async def _streamed(service: Service, run: AsyncSynthesis, fmt: str, sse: bool, characters: int, started: float) -> StreamingResponse:
+async def _streamed(session: SpeechSession, request: Request, fmt: str, sse: bool, characters: int) -> StreamingResponse:
     """Wait for the first chunk (so bad input still gets its 4xx), then stream the rest as it comes."""
-    try:
-        first = await run.next_chunk()
-    except BaseException:
-        run.cancel()
-        raise
+    first = await while_connected(request, session, session.next_chunk())
     if first is None:
         raise SynthesisError("Nothing to speak.")
-    first_audio_s = time.perf_counter() - started
     encoder = StreamEncoder(fmt, first.sample_rate)
 
     def encoded(data: bytes) -> bytes:
         return sse_audio_delta(data) if sse and data else data
 
     async def body() -> AsyncIterator[bytes]:
-        chunk, audio_s = first, 0.0
+        chunk = first
         try:
             while chunk is not None:
-                audio = playable(chunk)
-                audio_s += len(audio) / chunk.sample_rate
-                yield encoded(await run_in_threadpool(encoder.encode, audio))
-                chunk = await run.next_chunk()
+                yield encoded(await run_in_threadpool(encoder.encode, playable(chunk)))
+                chunk = await session.next_chunk()
             yield encoded(encoder.finish())
             if sse:
                 yield sse_audio_done(characters)
-            service.metrics.observe_synthesis(time.perf_counter() - started, audio_s, first_audio_s)
         except TimeLimitExceeded as error:  # the status line is sent: the stream just ends early
             _LOGGER.warning("Stream cut: %s", error)
         finally:
-            run.cancel()
+            session.cancel()
             encoder.finish()
 
     headers = {"X-Sample-Rate": str(first.sample_rate), "X-Segments": str(first.total), "Cache-Control": "no-store"}
-    if first.segment.hard_split:
-        headers["X-Text-Hard-Split"] = "1"
     media_type = SSE_MEDIA_TYPE if sse else FORMATS[fmt].media_type
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    return SessionResponse(session, body(), media_type=media_type, headers={**headers, **text_headers(first.segment)})

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from glmtts.audio import PROMPT_MAX_BYTES
 from glmtts.http.forms import FORM_OVERHEAD_BYTES, MAX_FORM_FIELDS, check_length, read_form, read_upload
 from glmtts.service import Service
-from glmtts.voices import VoiceInfo
+from glmtts.voices import MAX_NAME_CHARS, VoiceInfo
 
 _VOICE_FORM_DOC = {
     "requestBody": {
@@ -21,7 +21,12 @@ _VOICE_FORM_DOC = {
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "3-10 s of speech (wav, flac, mp3, ogg)"},
                         "prompt_text": {"type": "string", "description": "what the prompt says (recommended)"},
-                        "name": {"type": "string"},
+                        "name": {
+                            "type": "string",
+                            "maxLength": MAX_NAME_CHARS,
+                            "description": "usable as `voice` (stored NFKC-normalized, compared case-folded); no control, format, "
+                            "private-use or unassigned characters; not a built-in's, an alias's or another saved voice's name (409)",
+                        },
                     },
                 }
             }

@@ -1,12 +1,27 @@
 """The real app process started with an API key, a rate limit and a short time limit per request:
 the API and the UI refuse strangers, each key has its own budget, and long work stops at the limit."""
 
+import re
+
 import httpx
 import pytest
 
 from .conftest import launched_app
 
 KEYS = ("alpha-key", "beta-key")
+METRICS_TOKEN = "scrape-token"
+# Routes that answered without the key before: with one set, only /health, /ready and the login form stay open.
+CLOSED_WITHOUT_KEY = (
+    ("GET", "/metrics"),
+    ("GET", "/docs"),
+    ("GET", "/openapi.json"),
+    ("GET", "/gradio_api/startup-events"),
+    ("POST", "/gradio_api/cancel"),
+    ("POST", "/gradio_api/reset"),
+    ("POST", "/gradio_api/upload"),
+    ("GET", "/gradio_api/file=/etc/hostname"),
+    ("GET", "/gradio_api/info"),
+)
 RATE_LIMIT = 12  # requests a minute per client
 TIME_LIMIT_S = 2
 # Minutes of speech: far more than a 2 s budget can synthesize on any machine.
@@ -20,7 +35,7 @@ DEFAULT_OPTIONS = [42, "ras", 25, 0.8, 1.0, 1.0, 24000, True, False]  # seed ...
 def secured(tmp_path_factory):
     outputs = tmp_path_factory.mktemp("secured-outputs")
     args = ("--rate-limit", str(RATE_LIMIT), "--request-timeout", str(TIME_LIMIT_S))
-    with launched_app(outputs, *args, GLMTTS_API_KEY=",".join(KEYS)) as (url, _codes):
+    with launched_app(outputs, *args, GLMTTS_API_KEY=",".join(KEYS), GLMTTS_METRICS_TOKEN=METRICS_TOKEN) as (url, _codes):
         yield url
 
 
@@ -42,6 +57,28 @@ def test_probes_stay_open_and_the_api_wants_a_valid_key(secured):
     spoken = speech(secured, {"input": "Hello with a key."}, key=KEYS[0])
     assert spoken.status_code == 200 and spoken.content[:4] == b"RIFF"
     assert httpx.get(f"{secured}/v1/status", headers={"x-api-key": KEYS[1]}).status_code == 200
+
+
+def test_everything_but_the_probes_and_the_login_form_needs_the_key(secured):
+    for method, path in CLOSED_WITHOUT_KEY:
+        refused = httpx.request(method, f"{secured}{path}")
+        assert refused.status_code == 401 and "API key is required" in refused.json()["detail"], (path, refused.text)
+    keyed = {"authorization": f"Bearer {KEYS[0]}"}
+    for path in ("/metrics", "/docs", "/openapi.json", "/gradio_api/startup-events"):
+        assert httpx.get(f"{secured}{path}", headers=keyed).status_code == 200, path
+    scrape = {"authorization": f"Bearer {METRICS_TOKEN}"}
+    assert httpx.get(f"{secured}/metrics", headers=scrape).status_code == 200  # Prometheus' bearer token
+    assert httpx.get(f"{secured}/v1/status", headers=scrape).status_code == 401  # and nothing else
+
+    login_form = httpx.get(f"{secured}/")
+    assert login_form.status_code == 200
+    script = re.search(r'src="[^"]*?(/assets/[^"]+\.js)"', login_form.text).group(1)
+    assert httpx.get(f"{secured}{script}").status_code == 200 and httpx.get(f"{secured}/theme.css").status_code == 200
+
+    with httpx.Client(base_url=secured) as browser:  # the page's login cookie stands for the key
+        assert browser.post("/login", data={"username": "me", "password": KEYS[1]}).status_code == 200
+        assert browser.get("/docs").status_code == 200 and browser.get("/gradio_api/startup-events").status_code == 200
+        assert browser.post("/gradio_api/reset", json={"event_id": "none"}).status_code != 401
 
 
 def test_the_ui_asks_for_the_key_as_its_password(secured):

@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from glmtts.http.errors import install_error_handlers
-from glmtts.pipeline import AsyncSynthesis
 from glmtts.scheduler import QueueFull, QueueTimeout
-from glmtts.types import AudioChunk, CancelToken, Segment, SynthesisError, TimeLimitExceeded
+from glmtts.session import SpeechSession
+from glmtts.types import AudioChunk, Segment, SynthesisError, TimeLimitExceeded
 from glmtts.ui import LIVE_PLAYBACK
 
 from ..decoding import decode
@@ -65,7 +65,7 @@ class FakePipeline:
 
 def consume(pipeline: FakePipeline, limit_s: float = 60.0, take: int | None = None) -> list[AudioChunk]:
     async def main():
-        run = AsyncSynthesis(pipeline, None, CancelToken(limit_s))
+        run = SpeechSession(pipeline, None, limit_s)
         got = []
         try:
             while (chunk := await run.next_chunk()) is not None:
@@ -101,7 +101,7 @@ def test_a_slow_reader_holds_the_synthesis_back():
     pipeline = FakePipeline(50)
 
     async def main():
-        run = AsyncSynthesis(pipeline, None, CancelToken())
+        run = SpeechSession(pipeline, None, None)
         await run.next_chunk()
         await asyncio.sleep(0.3)
         produced = pipeline.produced

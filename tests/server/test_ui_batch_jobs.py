@@ -71,7 +71,7 @@ def test_a_job_cancelled_from_the_page_resumes_where_it_stopped(ui, app_server, 
     job_id = wait_for(
         lambda: (job := job_named(app_server.url, "ui resume")) and job["done"] >= 1 and job["id"], "one finished item"
     )
-    assert "after the current item" in ui.predict(job_id, api_name="/cancel_job")
+    assert "the current item stops" in ui.predict(job_id, api_name="/cancel_job")
     cancelled = follower.result(timeout=JOB_TIMEOUT_S)[2]
     assert cancelled.startswith(f"Job {job_id} cancelled") and "Resume it below" in cancelled, cancelled
     finished_before = job_named(app_server.url, "ui resume")["done"]

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,28 @@ def test_saved_voice_is_created_listed_and_spoken(supervised):
     assert httpx.get(f"{url}/v1/voices/nobody-00000000").status_code == 404
     assert httpx.delete(f"{url}/v1/voices/libri_367").status_code == 403
     assert httpx.delete(f"{url}/v1/voices/nobody-00000000").status_code == 404
+
+
+def test_voice_names_are_checked_reserved_and_taken_once(supervised):
+    url = supervised.url
+    for reserved in ("alloy", "LIBRI_1998", "Shimmer"):  # an OpenAI alias, a built-in, case-folded
+        refused = create_voice(url, PROMPTS / "libri_367.flac", reserved)
+        assert refused.status_code == 409 and "is reserved" in refused.json()["detail"], refused.text
+    for look_alike in ("narrator one", "Narrator\u00a0One", "Ｎarrator One"):  # case, no-break space, full width
+        refused = create_voice(url, PROMPTS / "libri_367.flac", look_alike)
+        assert refused.status_code == 409 and "A voice named" in refused.json()["detail"] and "(id narrator-one-" in refused.text
+    for invisible, where in (("Nar\u200brator", "U+200B, at position 4"), ("\u202eNarrator", "U+202E, at position 1")):
+        refused = create_voice(url, PROMPTS / "libri_367.flac", invisible)
+        assert refused.status_code == 400 and where in refused.json()["detail"] and refused.json()["error"]["param"] == "name"
+
+    # Four saves of one new name at once, each with another prompt: exactly one 201.
+    prompts = sorted(PROMPTS.glob("*.flac"))
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        statuses = sorted(pool.map(lambda prompt: create_voice(url, prompt, "Twin Voice").status_code, prompts))
+    assert statuses == [201] + [409] * (len(prompts) - 1)
+    names = [voice["name"] for voice in httpx.get(f"{url}/v1/voices").json()["voices"]]
+    assert names.count("Twin Voice") == 1 and len(set(names)) == len(names)
+    assert speak(url, "The alias is the built-in voice.", voice="alloy").status_code == 200
 
 
 def test_batch_job_runs_to_a_zip_and_bad_input_is_refused(supervised):

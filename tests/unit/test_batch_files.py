@@ -47,7 +47,7 @@ def test_valid_lines_resolve_inside_examples():
 )
 def test_bad_lines_are_kept_with_their_error(text, message):
     items = parse_jsonl("\n".join([line(uttid="good"), text, line(uttid="after")]), ALLOWED)
-    assert [i.error for i in items][0] == "" and items[2].error == ""
+    assert items[0].error == "" and items[2].error == ""
     assert message in items[1].error and items[1].error.startswith("line 2:")
 
 
@@ -91,6 +91,19 @@ def test_text_mode_gives_one_item_a_line_in_one_voice():
         ("0003", "second", "libri_367", "its transcript", ""),
     ]
 
+
+
+def test_text_mode_ends_lines_at_newlines_only_never_inside_an_utterance():
+    jsonl = lines_to_jsonl("one\r\ntwo\rthree\u2028still three\x85and\x0cthree\n", "libri_367")
+    assert len(jsonl.splitlines()) == 3  # escaped: even readers that split like str.splitlines() see 3 lines
+    items = parse_jsonl(jsonl, ALLOWED, voice_names={"libri_367"})
+    assert [item.syn_text for item in items] == ["one", "two", "three\u2028still three\x85and\x0cthree"]
+
+
+def test_a_jsonl_line_is_split_at_newline_only():
+    text = line(uttid="a", syn_text="x").replace('"x"', '"x\u2028y\u2029z\x85w"') + "\r\n" + line(uttid="b") + "\n"
+    items = parse_jsonl(text, ALLOWED)
+    assert [(item.uttid, item.syn_text, item.error) for item in items] == [("a", "x\u2028y\u2029z\x85w", ""), ("b", "Hello.", "")]
 
 def test_a_voice_name_is_a_prompt_only_when_the_voice_exists():
     line = '{"uttid": "a", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "Hi."}'

@@ -16,6 +16,8 @@ from glmtts.engines.glm.flow import FlowConfig, FlowDecoder, _FlowModule, read_h
 from glmtts.engines.glm.hift import HiFTGenerator, HiFTSizes
 from glmtts.engines.glm.mel import audio_to_prompt_mel, resample
 from glmtts.engines.glm.vocoder import HiFTVocoder, Vocos2DVocoder, write_random_hift, write_random_vocos
+from tests.tolerance import float32_tolerance
+from tests.unit.test_glm_parity import FLOW_CONTRACTION, FLOW_GAIN
 
 TOKENS = 32768
 OFFICIAL_CONFIG = (
@@ -143,8 +145,9 @@ def test_parity_mode_runs_the_guidance_branches_as_two_calls(flow: FlowDecoder, 
     inputs = _inputs(12, 6, 12)
     batched = flow.tokens_to_mel(*inputs, torch.Generator().manual_seed(5))
     two_calls = flow.tokens_to_mel(*inputs, torch.Generator().manual_seed(5), batched_cfg=False)
-    # The same arithmetic, batched or not, up to float32 rounding inside the DiT.
-    torch.testing.assert_close(two_calls, batched, rtol=0, atol=1e-5)
+    # The same arithmetic, batched or not, up to float32 rounding inside the DiT (a batch of two may
+    # take other kernels): the flow's own tolerance, as in test_glm_parity.
+    torch.testing.assert_close(two_calls, batched, rtol=0, atol=float32_tolerance(batched.numpy(), FLOW_CONTRACTION, FLOW_GAIN))
     batches = []
     forward = flow.dit.forward
     monkeypatch.setattr(flow.dit, "forward", lambda x, *rest: (batches.append(x.shape[0]), forward(x, *rest))[1])

@@ -4,7 +4,9 @@ The jobs run on a stand-in pipeline whose synthesis the tests pace item by item,
 reached deterministically.
 """
 
+import errno
 import json
+import os
 import threading
 import time
 import zipfile
@@ -14,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from glmtts.files import StorageError, split_lines
 from glmtts.jobs import (
     CANCELLED,
     DONE,
@@ -56,12 +59,13 @@ class PacedPipeline:
         self.permits = threading.Semaphore(0)
         self.calls: list[str] = []
         self.crash = threading.Event()  # when set, the next synthesis dies like the process would
+        self.request_timeout_s = 60.0
 
     def allow(self, count: int = 1000) -> None:
         for _ in range(count):
             self.permits.release()
 
-    def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+    def synthesize(self, request: SynthesisRequest, cancel=None) -> SynthesisResult:
         with self.scheduler.slot(request.priority):
             return self._synthesize(request)
 
@@ -115,7 +119,7 @@ def make_jobs(tmp_path):
 
 
 def manifest_uttids(folder: Path) -> list[str]:
-    return [json.loads(line)["uttid"] for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    return [json.loads(line)["uttid"] for line in split_lines((folder / "manifest.jsonl").read_bytes())]
 
 
 def test_job_runs_items_in_order_records_errors_and_zips(make_jobs, tmp_path):
@@ -258,3 +262,79 @@ def test_interactive_requests_go_before_the_next_batch_item(make_jobs):
     first.join()
     second.join()
     assert order == ["first", "second"] and pipeline.calls == ["text u0"]
+
+
+# --------------------------------------------------------------------------- line breaks and disk faults
+class Disk:
+    """Makes every durable write (each goes through os.fsync) fail with `errno` while `fault` is set."""
+
+    def __init__(self, monkeypatch):
+        self.fault: int | None = None
+        real_fsync = os.fsync
+
+        def fsync(descriptor: int) -> None:
+            if self.fault is not None:
+                raise OSError(self.fault, os.strerror(self.fault))
+            real_fsync(descriptor)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.fixture
+def disk(monkeypatch):
+    return Disk(monkeypatch)
+
+
+def test_texts_with_line_separators_survive_a_restart(make_jobs, tmp_path):
+    pipeline = PacedPipeline()
+    jobs = make_jobs(pipeline)
+    texts = ["one\u2028two", "three\u2029four", "five\x85six", "seven\x0beight\x0cnine\x1c"]
+    lines = [json.dumps({"uttid": f"u{i}", "prompt_text": "", "prompt_speech": str(PROMPT), "syn_text": text}) for i, text in enumerate(texts)]
+    job = jobs.submit("\n".join(lines).replace("\\u2028", "\u2028"))  # a raw U+2028 inside a string is valid JSONL
+    pipeline.allow()
+    wait_until(lambda: jobs.progress(job)["status"] == DONE)
+    assert pipeline.calls == texts
+    restarted = make_jobs(PacedPipeline())
+    progress = restarted.progress(job)
+    assert (progress["status"], progress["done"], progress["ok"]) == (DONE, 4, 4)
+    manifest = (tmp_path / "batch" / job / "manifest.jsonl").read_text(encoding="utf-8")
+    assert [json.loads(line)["text"] for line in manifest.splitlines()] == texts  # even str.splitlines() reads 4 lines
+
+
+@pytest.mark.parametrize(("fault", "reason"), [(errno.ENOSPC, "no space left on the device"), (errno.EIO, "the device failed (input/output error)")])
+def test_a_disk_fault_stops_the_job_names_it_and_resume_runs_the_item_again(make_jobs, tmp_path, disk, fault, reason):
+    pipeline = PacedPipeline()
+    jobs = make_jobs(pipeline)
+    job = jobs.submit(jsonl(5))
+    pipeline.allow(2)
+    wait_until(lambda: jobs.progress(job)["done"] == 2 and jobs.progress(job)["current"] == "u2")
+    disk.fault = fault
+    pipeline.allow(1)
+    wait_until(lambda: jobs.progress(job)["status"] == "failed")
+    progress = jobs.progress(job)
+    assert f"stopped at item u2: {reason} while writing u2.wav" in progress["message"] and "resume" in progress["message"]
+    assert [item["status"] for item in progress["items"]] == ["ok", "ok", "error", "pending", "pending"]
+    assert reason in progress["items"][2]["message"]
+    assert len(pipeline.calls) == 3  # stopped at the first refused write, not burnt through every item
+
+    disk.fault = None  # space freed
+    jobs.resume(job)
+    pipeline.allow()
+    wait_until(lambda: jobs.progress(job)["status"] == DONE)
+    assert pipeline.calls[3:] == ["text u2", "text u3", "text u4"]
+    assert manifest_uttids(tmp_path / "batch" / job) == ["u0", "u1", "u2", "u3", "u4"]
+
+
+def test_start_and_serve_on_a_disk_that_refuses_writes(make_jobs, tmp_path, disk):
+    pipeline = PacedPipeline()
+    jobs = make_jobs(pipeline)
+    job = jobs.submit(jsonl(3))
+    pipeline.allow(1)
+    wait_until(lambda: jobs.progress(job)["current"] == "u1")
+    jobs.shutdown(timeout_s=0.01)  # the process ends with the job running on disk
+    disk.fault = errno.EROFS
+    restarted = make_jobs(PacedPipeline())  # recover() cannot rewrite job.json: it keeps the state in memory
+    assert restarted.progress(job)["status"] == INTERRUPTED
+    with pytest.raises(StorageError, match="read-only while writing input.jsonl"):
+        restarted.submit(jsonl(1, "new"))
+    assert [listed["id"] for listed in restarted.list()] == [job]  # nothing half-made is left behind

@@ -4,11 +4,13 @@ Each test gets a fresh redis-server on a free loopback port (test_redis_server.R
 only where redis-server is not installed (`apt-get install redis-server`; .ci/run installs it).
 """
 
+import dataclasses
 import json
 import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 redis = pytest.importorskip("redis", reason="the redis client is not installed (pip install redis)")
@@ -22,7 +24,7 @@ from glmtts.jobs import CANCELLED, DONE, RUNNING, JobStateError
 from glmtts.scheduler import DeviceScheduler
 from glmtts.settings import Settings
 from glmtts.types import SynthesisError
-from glmtts.voices import VoiceExists, VoiceLibrary
+from glmtts.voices import VoiceExists, VoiceLibrary, VoiceNameTaken
 
 from .test_jobs import PROMPT, VOICES, PacedPipeline, jsonl, wait_until
 from .test_redis_server import RedisServer, free_port
@@ -74,6 +76,22 @@ def test_another_engine_version_refits_once_and_stores_it_for_the_others(redis_s
     third = replica_library(tmp_path / "c", redis_server.url, "c:3", version="2")
     third.resolve(info.id)
     assert third.engine.prepared == [] and third.get(info.id).features == "stored"
+
+
+def test_a_name_is_taken_once_across_replicas_and_freed_by_delete(redis_server, tmp_path):
+    first = replica_library(tmp_path / "a", redis_server.url, "a:1")
+    second = replica_library(tmp_path / "b", redis_server.url, "b:2")
+    info = first.create(PROMPT.read_bytes(), "One.", "Alice")
+    with pytest.raises(VoiceNameTaken, match=f"exists \\(id {info.id}\\)"):
+        second.create(PROMPT.read_bytes(), "Two.", "ALICE")
+    # A replica that saves before it saw the other's voice: Redis sets the name only if it is absent.
+    racing = dataclasses.replace(info, id="alice-0000000f", name="alice")
+    with pytest.raises(VoiceNameTaken, match=f"exists \\(id {info.id}\\)"):
+        second.store.add(racing, "another-key", np.zeros(24000, np.float32), 24000, first.resolve(info.id).features)
+    assert second.names() == first.names() and "alice-0000000f" not in first.names()
+    first.delete(info.id)
+    again = second.create(PROMPT.read_bytes(), "Two.", "alice")
+    assert first.resolve("Alice").prompt_text == "Two." and first.get(again.id).name == "alice"
 
 
 # --------------------------------------------------------------------------- batch jobs

@@ -4,7 +4,10 @@ The library runs with a counting stand-in engine and a stand-in frontend, so eve
 """
 
 import json
+import logging
+import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from glmtts.engine import Engine
 from glmtts.engines.embedded.engine import EmbeddedVoice
@@ -28,7 +33,10 @@ from glmtts.voices import (
     BuiltinVoice,
     VoiceExists,
     VoiceLibrary,
+    VoiceNameError,
+    VoiceNameTaken,
     VoiceNotFound,
+    normalize_voice_name,
 )
 
 PROMPT = PROJECT_ROOT / "examples" / "prompt" / "libri_367.flac"
@@ -140,9 +148,10 @@ class CountingEngine(Engine):
 FRONTEND = SimpleNamespace(text_to_segments=lambda text: [Segment(text, (), text)])
 
 
-def make_library(outputs: Path, engine_name: str = "embedded", analysis_version: str = "1") -> VoiceLibrary:
+def make_library(outputs: Path, engine_name: str = "embedded", analysis_version: str = "1", frontend=FRONTEND, **settings) -> VoiceLibrary:
     engine = CountingEngine(engine_name, analysis_version)
-    library = VoiceLibrary(Settings(device="cpu", outputs=outputs, voice_cache_size=1), engine, FRONTEND, DeviceScheduler(), "cpu")
+    settings = Settings(device="cpu", outputs=outputs, voice_cache_size=1, **settings)
+    library = VoiceLibrary(settings, engine, frontend, DeviceScheduler(), "cpu")
     library.load()
     return library
 
@@ -232,7 +241,7 @@ def test_different_non_ascii_names_with_one_prompt_are_different_voices(tmp_path
     assert library.resolve("张三") is library.resolve(zhang.id)
     with pytest.raises(VoiceExists):
         library.create(PROMPT.read_bytes(), "", "张三")
-    with pytest.raises(SynthesisError, match="control characters"):
+    with pytest.raises(SynthesisError, match="control character, U\\+0000, at position 4"):
         library.create(PROMPT.read_bytes(), "", "bad\x00name")
 
 
@@ -252,3 +261,123 @@ def test_two_hundred_saved_voices_load_in_no_time_and_analyse_nothing(tmp_path):
     seconds = time.perf_counter() - start
     assert len(restarted.names()) == 4 + 200 and restarted.engine.prepared == []
     assert seconds < 2.0, f"loading 200 saved voices took {seconds:.2f} s"
+
+
+# --------------------------------------------------------------------------- names
+def saved_folders(outputs: Path) -> list[str]:
+    return sorted(folder.name for folder in (outputs / "voices").iterdir())
+
+
+def test_names_are_nfkc_normalized_compared_case_folded_and_refused_with_what_and_where(tmp_path):
+    library = make_library(tmp_path)
+    cafe = library.create(PROMPT.read_bytes(), "", "Caf\u00e9")
+    assert library.create(PROMPT.read_bytes(), "One.", "\ufb01ne   voice ").name == "fine voice"  # ligature, spaces
+    for look_alike in ("Cafe\u0301", "CAF\u00c9", "caf\u00e9", " Caf\uff45\u0301"):  # NFD, case, full-width e
+        with pytest.raises(VoiceNameTaken, match=f"A voice named .* exists \\(id {cafe.id}\\)"):
+            library.create(PROMPT.read_bytes(), "Another prompt.", look_alike)
+    assert library.resolve("CAFE\u0301") is library.resolve(cafe.id)
+    before = saved_folders(tmp_path)
+    refused = {
+        "ab\u200bc": "format character .*U\\+200B, at position 3",  # zero-width space
+        "\u202eevil": "format character .*U\\+202E, at position 1",  # right-to-left override
+        "tab\there": "control character, U\\+0009, at position 4",
+        "x\ue000": "private-use character, U\\+E000, at position 2",
+        "\u0378": "unassigned character, U\\+0378, at position 1",
+        "a\ud800": "surrogate, U\\+D800, at position 2",
+        " \u3000 ": "only whitespace",
+        "n" * 81: "81 characters; the limit is 80",
+    }
+    for name, message in refused.items():
+        with pytest.raises(VoiceNameError, match=message):
+            library.create(PROMPT.read_bytes(), "Refused.", name)
+    assert saved_folders(tmp_path) == before and len(library.describe()) == 4 + 2
+
+
+def test_builtin_and_alias_names_are_reserved_and_win_over_saved_names(tmp_path):
+    aliases = tmp_path / "aliases.json"
+    aliases.write_text(json.dumps({"alloy": "libri_1998", "Narrator": "libri_367"}))
+    library = make_library(tmp_path, voice_aliases=aliases)
+    reserved = {"libri_1998": "a built-in voice", "LIBRI_1998": "a built-in voice", "Alloy": "an alias of 'libri_1998'",
+                "narrator": "an alias of 'libri_367'", "shimmer": "an OpenAI voice name"}  # fmt: skip
+    for name, what in reserved.items():
+        with pytest.raises(VoiceNameTaken, match=f"The name {name!r} is reserved: it is {what}"):
+            library.create(PROMPT.read_bytes(), "", name)
+    assert not any((tmp_path / "voices").iterdir())
+
+
+class MeetingFrontend:
+    """Holds each prompt's analysis until `parties` of them are under way: saves that passed the first name check together."""
+
+    def __init__(self, parties: int):
+        self.barrier = threading.Barrier(parties, timeout=30)
+
+    def text_to_segments(self, text):
+        self.barrier.wait()
+        return FRONTEND.text_to_segments(text)
+
+
+def test_of_simultaneous_saves_of_one_name_exactly_one_wins(tmp_path):
+    parties = 4
+    library = make_library(tmp_path, frontend=MeetingFrontend(parties))
+    outcomes: list[object] = [None] * parties
+
+    def save(number: int) -> None:
+        try:
+            outcomes[number] = library.create(PROMPT.read_bytes(), f"Prompt number {number}.", "Twin" if number % 2 else "twin")
+        except VoiceNameTaken as error:
+            outcomes[number] = error
+
+    threads = [threading.Thread(target=save, args=(number,)) for number in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    saved = [outcome for outcome in outcomes if not isinstance(outcome, VoiceNameTaken)]
+    assert len(saved) == 1 and len(library.engine.prepared) == parties, outcomes
+    assert saved_folders(tmp_path) == [saved[0].id] and library.resolve("TWIN") is library.resolve(saved[0].id)
+
+
+def test_saved_voices_with_conflicting_names_from_before_load_warn_and_stay_reachable_by_id(tmp_path, caplog):
+    library = make_library(tmp_path)
+    original = library.create(PROMPT.read_bytes(), "", "original")
+    source = tmp_path / "voices" / original.id
+    meta = json.loads((source / META_FILE).read_text())
+    legacy = {"twin-0000000a": "twin", "twin-0000000b": "Twin", "alloy-0000000c": "alloy", "libri-0000000d": "libri_1998"}
+    for number, (folder_name, name) in enumerate(legacy.items()):  # as an older version saved them, unchecked
+        folder = tmp_path / "voices" / folder_name
+        folder.mkdir()
+        (folder / PROMPT_FILE).write_bytes((source / PROMPT_FILE).read_bytes())
+        (folder / META_FILE).write_text(json.dumps({**meta, "name": name, "created": f"2020-01-0{number + 1}", "engine": "other"}))
+    with caplog.at_level(logging.WARNING, logger="glmtts.voices"):
+        restarted = make_library(tmp_path)
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "twin-0000000a, twin-0000000b share one name" in warned
+    assert "alloy-0000000c: the name is an alias of 'libri_1998'" in warned and "libri-0000000d: the name is a built-in" in warned
+    for folder_name in legacy:
+        assert restarted.resolve(folder_name).key == meta["key"]
+    with pytest.raises(SynthesisError, match="2 saved voices are named 'twin' \\(twin-0000000a, twin-0000000b\\); give one's id"):
+        restarted.resolve("twin")
+    assert restarted.resolve("alloy") is restarted.resolve("libri_1998") is not restarted.resolve("libri-0000000d")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(st.characters(codec=None, exclude_categories=()), max_size=90))
+def test_any_unicode_name_is_stored_normalized_and_found_or_refused_leaving_nothing(tmp_path, name):
+    library = make_library(tmp_path)
+    try:
+        info = library.create(PROMPT.read_bytes(), "", name)
+    except VoiceNameTaken:  # a built-in's or alias's name, by chance
+        assert not any((tmp_path / "voices").iterdir())
+        return
+    except VoiceNameError:
+        assert not any((tmp_path / "voices").iterdir())
+        assert any(unicodedata.category(c).startswith("C") for c in name) or not name.strip() or len(name) > 80 or len(
+            unicodedata.normalize("NFKC", name)) > 80  # fmt: skip
+        return
+    try:
+        assert info.name == (normalize_voice_name(name) or info.id) and len(info.name) <= 80
+        assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in info.name)
+        assert [voice.name for voice in make_library(tmp_path).describe() if not voice.builtin] == [info.name]
+        assert library.get(info.id) == info and library.resolve(name or info.id) is library.resolve(info.id)
+    finally:
+        library.delete(info.id)

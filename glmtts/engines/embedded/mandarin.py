@@ -119,7 +119,7 @@ class BakerMandarinVoice:
         self._cache_dir = Path(cache_dir)
         self._num_threads = num_threads or len(os.sched_getaffinity(0))
         self._inventory: BakerInventory | None = None
-        self._acoustic_path: Path | None = None
+        self._acoustic_path: Path | bytes | None = None  # bytes where the cache could not be written
         self._acoustic: Interpreter | None = None
         self._vocoder: Interpreter | None = None
         self._lock = threading.Lock()
@@ -135,7 +135,7 @@ class BakerMandarinVoice:
         return (assets / _ACOUSTIC_MODEL, assets / _VOCODER_MODEL, assets / _MAPPER)
 
     @property
-    def acoustic_model_path(self) -> Path | None:
+    def acoustic_model_path(self) -> Path | bytes | None:
         """The builtin-only FastSpeech2 that `load` took from (or wrote to) the cache."""
         return self._acoustic_path
 
@@ -150,9 +150,9 @@ class BakerMandarinVoice:
         self._vocoder = self._interpreter(assets / _VOCODER_MODEL)
         _LOGGER.info("Baker voice loaded (%d threads)", self._num_threads)
 
-    def _interpreter(self, path: Path) -> Interpreter:
+    def _interpreter(self, model: Path | bytes) -> Interpreter:
         return Interpreter(
-            model_path=str(path),
+            **({"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}),
             num_threads=self._num_threads,
             experimental_op_resolver_type=OpResolverType.BUILTIN,
         )

@@ -272,8 +272,11 @@ def seeded_vits_models(source: Path, cache_dir: Path | None) -> tuple[bytes | Pa
     parts = (front.SerializeToString(), vocoder.SerializeToString())
     if cache_dir is None:
         return parts
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for data, target in zip(parts, targets, strict=True):
-        _write_atomically(data, target)
+    try:
+        for data, target in zip(parts, targets, strict=True):
+            _write_atomically(data, target)
+    except OSError as error:
+        _LOGGER.warning("the seeded, split copy of %s not cached (%s); kept in memory", source.name, error)
+        return parts
     _LOGGER.info("wrote the seeded, split copy of %s to %s", source.name, cache_dir)
     return targets

@@ -155,8 +155,9 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.sha256(content).hexdigest()  # one call: the GIL is let go once, not once a block
 
 
-def cached_builtin_model(source: Path, cache_dir: Path) -> Path:
-    """Path of `source` rewritten to builtins only, creating it in `cache_dir` on first use.
+def cached_builtin_model(source: Path, cache_dir: Path) -> Path | bytes:
+    """Path of `source` rewritten to builtins only, creating it in `cache_dir` on first use; the
+    model's bytes where the cache cannot be written (a full or read-only disk).
 
     The name carries the source's content hash, so a changed source gets a new copy; the file is
     written to a temporary name and renamed, so readers never see a partial model.
@@ -164,9 +165,12 @@ def cached_builtin_model(source: Path, cache_dir: Path) -> Path:
     target = cache_dir / f"{source.stem}-{file_digest(source)[:_HASH_CHARS]}-builtin.tflite"
     if target.is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
     rewritten = strip_dropout(source.read_bytes())
-    with atomic_output(target) as out:
-        out.write(rewritten)
+    try:
+        with atomic_output(target) as out:
+            out.write(rewritten)
+    except OSError as error:
+        _LOGGER.warning("builtin-only copy of %s not cached (%s); kept in memory", source.name, error)
+        return rewritten
     _LOGGER.info("wrote builtin-only copy of %s to %s", source.name, target)
     return target
