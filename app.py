@@ -18,21 +18,21 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import logging  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-from glmtts.frontend.process import FrontendProcess  # noqa: E402
-from glmtts.settings import Settings  # noqa: E402
+from glmtts.frontend.process import FrontendProcess
+from glmtts.settings import Settings
 
 started = time.perf_counter()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 settings = Settings.from_args(sys.argv[1:] if __name__ == "__main__" else [])
 frontend = FrontendProcess(settings.replace_dict, settings.cache_dir)  # loads on the other core while this process imports
 
-from glmtts.service import build_service  # noqa: E402
+from glmtts.service import build_service
 
 service = build_service(settings, frontend)
 
@@ -46,13 +46,13 @@ def load_and_warm() -> None:
 # holding the GIL, this is mostly native code (onnxruntime, LiteRT, Praat) that lets it go.
 warming = ThreadPoolExecutor(1, thread_name_prefix="warm-up").submit(load_and_warm)
 
-import gradio as gr  # noqa: E402  (after glmtts, which makes its import 3 s shorter: glmtts/gradio_stubs.py)
-import uvicorn  # noqa: E402
+import gradio as gr  # after glmtts, which makes its import 3 s shorter (glmtts/gradio_stubs.py)
+import uvicorn
 
-from glmtts.http import create_api  # noqa: E402
-from glmtts.http.security import gradio_auth, warn_if_exposed  # noqa: E402
-from glmtts.http.warmup import warm_routes  # noqa: E402
-from glmtts.ui import build_ui  # noqa: E402
+from glmtts.http import create_api
+from glmtts.http.security import gradio_auth, warn_if_exposed
+from glmtts.http.warmup import warm_routes
+from glmtts.ui import build_ui
 
 _LOGGER = logging.getLogger("app")
 

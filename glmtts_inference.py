@@ -15,19 +15,19 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import logging
+import sys
+from pathlib import Path
 
-from glmtts.audio import write_wav  # noqa: E402
-from glmtts.batch import parse_jsonl, uttid_collisions  # noqa: E402
-from glmtts.files import StorageError, dumps_line  # noqa: E402
-from glmtts.options import check_options  # noqa: E402
-from glmtts.pipeline import SynthesisRequest  # noqa: E402
-from glmtts.service import build_service  # noqa: E402
-from glmtts.settings import PROJECT_ROOT, Settings  # noqa: E402
-from glmtts.types import SynthesisError  # noqa: E402
+from glmtts.audio import write_wav
+from glmtts.batch import parse_jsonl, uttid_collisions
+from glmtts.files import StorageError, dumps_line
+from glmtts.options import check_options
+from glmtts.pipeline import SynthesisRequest
+from glmtts.service import build_service
+from glmtts.settings import PROJECT_ROOT, Settings
+from glmtts.types import SynthesisError
 
 _LOGGER = logging.getLogger("glmtts_inference")
 
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             service.engine,
             {"seed": args.seed, "sample_rate": args.sample_rate, "use_cache": args.use_cache, "use_phoneme": args.use_phoneme},
         )
-        items = parse_jsonl(data.read_text(encoding="utf-8"), [*settings.allowed_roots, data.parent], service.voices.known_names())
+        items = parse_jsonl(
+            data.read_text(encoding="utf-8"), [*settings.allowed_roots, data.parent], service.voices.known_names()
+        )
     except SynthesisError as error:
         raise SystemExit(f"{data.name}: {error}") from error
     if collisions := uttid_collisions(items):
@@ -104,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                 "phoneme_text": [segment.glm_text for segment in result.segments],
             }
             compare.write(dumps_line(record) + "\n")
-            _LOGGER.info("[%d/%d] %s: %.1f s of audio, RTF %.3f -> %s", number, len(items), item.uttid, result.duration_s, result.rtf, path)
+            _LOGGER.info(
+                "[%d/%d] %s: %.1f s of audio, RTF %.3f -> %s", number, len(items), item.uttid, result.duration_s, result.rtf, path
+            )
     print(f"{len(items) - failures} of {len(items)} written to {out_dir}")
     return 1 if failures == len(items) else 0
 

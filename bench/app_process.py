@@ -27,7 +27,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(ckpt: str, device: str, *extra_args: str, outputs: Path | None = None) -> Iterator[tuple[subprocess.Popen, str, float]]:
+def running_app(
+    ckpt: str, device: str, *extra_args: str, outputs: Path | None = None
+) -> Iterator[tuple[subprocess.Popen, str, float]]:
     """Yield (process, base url, seconds from process start to /ready == 200); stop it afterwards.
 
     `outputs`: the app's outputs folder (kept); by default a temporary one."""

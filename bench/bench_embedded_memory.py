@@ -26,13 +26,15 @@ from pathlib import Path
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import psutil  # noqa: E402
-import soundfile as sf  # noqa: E402
+import psutil
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from glmtts.types import Segment, SynthesisOptions, TextRun  # noqa: E402
+from typing import Self
+
+from glmtts.types import Segment, SynthesisOptions, TextRun
 
 PROMPT = ROOT / "examples" / "prompt" / "libri_1688.flac"
 EN_SENTENCE = (
@@ -63,7 +65,7 @@ class PeakMeter:
         self._thread: threading.Thread | None = None
         self._hwm = False
 
-    def __enter__(self) -> PeakMeter:
+    def __enter__(self) -> Self:
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self._hwm = True

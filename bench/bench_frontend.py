@@ -129,7 +129,9 @@ def read_cpp(source: Path, split: str = "dev") -> list[tuple[str, int, str]]:
     """CPP's `split` in folder `source` ({split}.sent and {split}.lb), or a sample file of
     sentence<TAB>reading lines -> (Han run, index of the marked character in it, reading)."""
     if source.is_file():
-        lines = [line.split("\t") for line in source.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+        lines = [
+            line.split("\t") for line in source.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")
+        ]
         return [_cpp_item(sentence, label) for sentence, label in lines]
     sentences = (source / f"{split}.sent").read_text(encoding="utf-8").splitlines()
     labels = (source / f"{split}.lb").read_text(encoding="utf-8").splitlines()
@@ -286,7 +288,11 @@ def worker(variant: str, baseline: str | None, cpp: str | None) -> dict:
 
 # ----------------------------------------------------------------------------- driver
 def _run_worker(variant: str, baseline: str | None, cpp: str | None) -> dict:
-    command = [sys.executable, __file__, "--worker", variant] + (["--baseline", baseline] if baseline else []) + (["--cpp", cpp] if cpp else [])
+    command = (
+        [sys.executable, __file__, "--worker", variant]
+        + (["--baseline", baseline] if baseline else [])
+        + (["--cpp", cpp] if cpp else [])
+    )
     env = dict(os.environ, ORT_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1")
     out = subprocess.run(command, capture_output=True, text=True, check=True, env=env, cwd=str(_ROOT))
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -301,7 +307,9 @@ def main() -> None:
     parser.add_argument("--baseline", help="folder holding a package glmtts_frontend_before to compare with")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per variant")
     parser.add_argument("--errors", action="store_true", help="list every wrong reading")
-    parser.add_argument("--cpp", help="folder holding CPP's {test,dev}.{sent,lb} (default: $GLMTTS_CPP_DIR, else the shipped sample)")
+    parser.add_argument(
+        "--cpp", help="folder holding CPP's {test,dev}.{sent,lb} (default: $GLMTTS_CPP_DIR, else the shipped sample)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -319,7 +327,10 @@ def main() -> None:
     columns = [(variant, runs[variant]) for variant in variants] + list(alone.items())
     print(f"{'':32}" + "".join(f"{name:>26}" for name, _ in columns))
     rows = [(f"{name}, strict", lambda r, n=name: _cpp_accuracy(r[0]["cpp"][n], "strict")) for name in runs["current"][0]["cpp"]]
-    rows += [(f"{name}, neutral = citation", lambda r, n=name: _cpp_accuracy(r[0]["cpp"][n], "lenient")) for name in runs["current"][0]["cpp"]]
+    rows += [
+        (f"{name}, neutral = citation", lambda r, n=name: _cpp_accuracy(r[0]["cpp"][n], "lenient"))
+        for name in runs["current"][0]["cpp"]
+    ]
     rows += [
         ("polyphones, dev", lambda r: _accuracy(r[0]["polyphones"])),
         ("polyphones, held-out", lambda r: _accuracy(r[0]["polyphones_heldout"])),
@@ -337,10 +348,16 @@ def main() -> None:
         first = runs[variant][0]
         for part in ("", "_heldout"):
             categories = {k: v for k, v in first["sandhi" + part]["per_key"].items() if k.isascii()}
-            print(f"\n{variant}{part}: sandhi by category: " + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(categories.items())))
+            print(
+                f"\n{variant}{part}: sandhi by category: "
+                + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(categories.items()))
+            )
             chars = first["polyphones" + part]["per_key"]
             weak = sorted((v[0] / v[1], k) for k, v in chars.items() if v[0] < v[1])
-            print(f"{variant}{part}: {len(chars)} polyphonic characters; below 100 %: " + ", ".join(f"{k} {chars[k][0]}/{chars[k][1]}" for _, k in weak))
+            print(
+                f"{variant}{part}: {len(chars)} polyphonic characters; below 100 %: "
+                + ", ".join(f"{k} {chars[k][0]}/{chars[k][1]}" for _, k in weak)
+            )
         if args.errors:
             for kind in ("polyphones", "sandhi", "polyphones_heldout", "sandhi_heldout"):
                 for text, where, got, wanted in first[kind]["errors"]:

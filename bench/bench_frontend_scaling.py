@@ -65,7 +65,7 @@ def _cost_s(frontend, text: str) -> tuple[float, str]:
         start = time.process_time()
         try:
             frontend.text_to_segments(text)
-        except Exception as error:  # noqa: BLE001 - a refusal is an answer too (its cost counts); others are named
+        except Exception as error:  # a refusal is an answer too (its cost counts); others are named
             if type(error).__name__ != "SynthesisError":
                 failure = type(error).__name__
         best = min(best, time.process_time() - start)

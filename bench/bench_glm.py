@@ -36,7 +36,9 @@ def prompt_audio(rate: int) -> np.ndarray:
     return (audio + 0.01 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
 
 
-def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_tokens: int, repeats: int, decode: str | None) -> dict:
+def run_one(
+    ckpt: Path, device: str, dtype: str, lengths: list[int], decode_tokens: int, repeats: int, decode: str | None
+) -> dict:
     """All figures for one dtype, in this process."""
     import psutil
     import torch
@@ -48,7 +50,12 @@ def run_one(ckpt: Path, device: str, dtype: str, lengths: list[int], decode_toke
     engine = GLMTTSEngine(ckpt, dtype, decode=decode, stream=False)  # whole segments: one piece each
     start = time.perf_counter()
     engine.load(device)
-    figures: dict[str, object] = {"dtype": dtype, "device": device, "decode": engine.decode, "load_s": time.perf_counter() - start}
+    figures: dict[str, object] = {
+        "dtype": dtype,
+        "device": device,
+        "decode": engine.decode,
+        "load_s": time.perf_counter() - start,
+    }
     figures["load_stages_s"] = {name: round(s, 2) for name, s in engine.load_seconds.items()}
     figures["rss_after_load_mib"] = psutil.Process().memory_info().rss / 2**20
     figures.update({name: value for name, value in engine.memory_report().items() if name.startswith("vram")})

@@ -153,6 +153,7 @@ def run_config(ckpt: Path, device_name: str, dtype: str, decode: str, args: argp
 
     # Throughput: K requests at once, their LLM calls decoded together (max_batch rows).
     for concurrency in args.concurrency:
+
         def one(index: int, walls: list[float]) -> None:
             start = time.perf_counter()
             request(False, seed=index)
@@ -237,9 +238,7 @@ def table(results: list[dict], concurrency: list[int], memory_kind: str) -> str:
                 cells.append(fmt.format(r[key]))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for k in concurrency:
-        cells = [
-            "failed" if "error" in r else f"{r[f'throughput_{k}']:.2f} ({r[f'latency_{k}_s']:.1f} s)" for r in results
-        ]
+        cells = ["failed" if "error" in r else f"{r[f'throughput_{k}']:.2f} ({r[f'latency_{k}_s']:.1f} s)" for r in results]
         lines.append(f"| throughput at {k} concurrent, audio s / s (mean latency) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -254,7 +253,9 @@ def main() -> None:
     parser.add_argument("--ckpt-cache", type=Path, default=Path(tempfile.gettempdir()) / "glmtts-bench-ckpt")
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--decodes", default="fast,reference")
-    parser.add_argument("--capture", choices=("eager", "compile", "graphs"), help="the fast path's step capture (default: the engine's)")
+    parser.add_argument(
+        "--capture", choices=("eager", "compile", "graphs"), help="the fast path's step capture (default: the engine's)"
+    )
     parser.add_argument("--tokens", type=int, default=250, help="speech tokens per request (25 a second)")
     parser.add_argument("--concurrency", default="1,4,8", help="concurrent requests; the largest is --max-batch")
     parser.add_argument("--repeats", type=int, default=3)
@@ -297,7 +298,9 @@ def main() -> None:
         where = f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     else:
         where = f"CPU, {len(os.sched_getaffinity(0))} cores, torch threads {args.threads or torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}"
-    print(f"{where}; {size} checkpoint; {args.tokens} speech tokens ({args.tokens / TOKENS_PER_SECOND:.0f} s) a request", flush=True)
+    print(
+        f"{where}; {size} checkpoint; {args.tokens} speech tokens ({args.tokens / TOKENS_PER_SECOND:.0f} s) a request", flush=True
+    )
     results = []
     for dtype in args.dtypes.split(","):
         for decode in args.decodes.split(","):
@@ -308,7 +311,11 @@ def main() -> None:
             start = time.perf_counter()
             child = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = [line for line in child.stdout.splitlines() if line.startswith("FIGURES ")]
-            figures = json.loads(lines[-1][len("FIGURES ") :]) if lines else {"dtype": dtype, "decode": decode, "error": child.stderr[-2000:]}
+            figures = (
+                json.loads(lines[-1][len("FIGURES ") :])
+                if lines
+                else {"dtype": dtype, "decode": decode, "error": child.stderr[-2000:]}
+            )
             if "error" in figures:
                 print(f"{dtype} {decode} failed: {figures['error']}", flush=True)
             else:

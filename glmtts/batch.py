@@ -193,7 +193,9 @@ def run_item(
     if item.error:
         return {**record, "status": "error", "message": item.error}
     try:
-        result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH), cancel)
+        result = pipeline.synthesize(
+            SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH), cancel
+        )
         path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
     except (QueueFull, QueueTimeout, StorageError):
         raise

@@ -1,6 +1,6 @@
 """The interface every synthesis engine implements.
 
-Lifecycle (see STYLE.md #3): constructing an engine is cheap; `load(device)` builds every stage on
+Lifecycle: constructing an engine is cheap; `load(device)` builds every stage on
 the device; the pipeline then calls `warmup()` so lazy initialisation happens before the server
 reports ready. Engines never pick a device themselves; `auto_device()` only says which one they
 would use best.

@@ -286,7 +286,9 @@ class BatchJobs:
             if sum(job.state.status in UNFINISHED for job in self._jobs.values()) >= MAX_UNFINISHED_JOBS:
                 raise JobLimit(f"{MAX_UNFINISHED_JOBS} batch jobs are waiting or running; try again later.")
             folder = new_job_dir(self.root, job_name_stem(name))
-            state = JobState(folder.name, name or folder.name, QUEUED, [item.uttid for item in items], options_to_dict(options), _now())
+            state = JobState(
+                folder.name, name or folder.name, QUEUED, [item.uttid for item in items], options_to_dict(options), _now()
+            )
             job = _Job(state, folder)
             try:
                 with atomic_output(folder / INPUT_FILE, "w") as handle:
@@ -475,7 +477,9 @@ class BatchJobs:
         """One item; waits out a busy device. None when stopped or cancelled meanwhile; a refused write stops the job."""
         while True:
             try:
-                return run_item(self.pipeline, item, job.folder, options, CancelToken(self.pipeline.request_timeout_s, job.cancel))
+                return run_item(
+                    self.pipeline, item, job.folder, options, CancelToken(self.pipeline.request_timeout_s, job.cancel)
+                )
             except Cancelled:  # the job was cancelled: the item stopped unrecorded, `resume` runs it again
                 return None
             except StorageError as error:

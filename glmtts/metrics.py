@@ -27,9 +27,15 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("glmtts_http_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry)
         self.latency = Histogram(
-            "glmtts_http_request_seconds", "HTTP request time to the last byte", ["route"], buckets=LATENCY_BUCKETS, registry=self.registry
+            "glmtts_http_request_seconds",
+            "HTTP request time to the last byte",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.rtf = Histogram("glmtts_synthesis_rtf", "Synthesis time / audio duration", buckets=RTF_BUCKETS, registry=self.registry)
+        self.rtf = Histogram(
+            "glmtts_synthesis_rtf", "Synthesis time / audio duration", buckets=RTF_BUCKETS, registry=self.registry
+        )
         self.first_audio = Histogram(
             "glmtts_first_audio_seconds", "Time from request to its first audio", buckets=LATENCY_BUCKETS, registry=self.registry
         )

@@ -83,7 +83,9 @@ def check_options(engine: Engine, values: Mapping[str, object]) -> SynthesisOpti
         rate = given["sample_rate"]
         if isinstance(rate, bool) or rate not in engine.sample_rates:
             rates = ", ".join(map(str, engine.sample_rates))
-            raise OptionError("sample_rate", f"sample_rate {rate!r} is not offered by the {engine.name} engine (choose from {rates}).")
+            raise OptionError(
+                "sample_rate", f"sample_rate {rate!r} is not offered by the {engine.name} engine (choose from {rates})."
+            )
         checked["sample_rate"] = int(rate)
     if "sampling" in given:
         if given["sampling"] not in SAMPLING_METHODS:

@@ -156,7 +156,9 @@ class Pipeline:
                 timings = dict(piece.timings)
                 if index == 0 and first:
                     timings.update(frontend=frontend_s, voice=voice_s)
-                yield AudioChunk(index, len(segments), piece.audio, piece.sample_rate, segments[index], timings, first, piece.final)
+                yield AudioChunk(
+                    index, len(segments), piece.audio, piece.sample_rate, segments[index], timings, first, piece.final
+                )
                 first = piece.final
                 if piece.final:
                     index += 1

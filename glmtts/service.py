@@ -164,7 +164,9 @@ class Service:
         metrics.gauge("glmtts_ready", "1 once warm and serving", lambda: float(self.ready))
         metrics.gauge("glmtts_queue_waiting", "Requests waiting for the device", lambda: self.scheduler.waiting)
         metrics.gauge("glmtts_device_busy", "Requests holding a device slot", lambda: self.scheduler.holding)
-        metrics.gauge("glmtts_syntheses_active", "Syntheses in progress, waiting for the device or on it", lambda: self.pipeline.active)
+        metrics.gauge(
+            "glmtts_syntheses_active", "Syntheses in progress, waiting for the device or on it", lambda: self.pipeline.active
+        )
         metrics.gauge(
             "glmtts_batch_items_pending",
             "Batch items queued or running (with shared state: on every replica, the autoscaler's queue depth)",

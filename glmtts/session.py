@@ -72,7 +72,7 @@ class SpeechSession:
                     self.cancel_token.check()
                 self._deliver(chunk)
             self._deliver(self._END)
-        except Exception as error:  # noqa: BLE001 (handed to the reader, which decides what the client sees)
+        except Exception as error:  # handed to the reader, which decides what the client sees
             self._deliver(error)
 
     def _deliver(self, item: object) -> None:

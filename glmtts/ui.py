@@ -84,7 +84,9 @@ def build_ui(service: Service) -> gr.Blocks:
         async def synthesize(text, upload, voice, prompt_text, *option_values):
             require_ready()
             options = options_of(*option_values)
-            session = service.start_speech(SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options), keep=True)
+            session = service.start_speech(
+                SynthesisRequest(text, prompt_of(upload, voice), prompt_text or "", options), keep=True
+            )
             try:
                 async for chunk in session:
                     update = {status: f"Speaking… segment {chunk.index + 1} of {chunk.total} ready."}
@@ -417,9 +419,16 @@ def build_ui(service: Service) -> gr.Blocks:
             status_view = gr.Dataframe(label="Status", interactive=False, elem_id="system-status")
             clock = "%H:%M:%S"  # Vega's own tick labels for a few minutes of readings are bare fractions (".500")
             plot = gr.LinePlot(
-                x="time", y="RSS (MiB)", title="Resident memory, last minutes", height=220, x_axis_format=clock, elem_id="system-memory"
+                x="time",
+                y="RSS (MiB)",
+                title="Resident memory, last minutes",
+                height=220,
+                x_axis_format=clock,
+                elem_id="system-memory",
             )
-            queue_plot = gr.LinePlot(x="time", y="waiting", title="Requests waiting for the device", height=180, x_axis_format=clock)
+            queue_plot = gr.LinePlot(
+                x="time", y="waiting", title="Requests waiting for the device", height=180, x_axis_format=clock
+            )
             with gr.Row():
                 refresh = gr.Button("Refresh status")
                 clear = gr.Button("Clear VRAM / caches", variant="stop", elem_id="clear-vram")

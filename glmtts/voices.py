@@ -422,7 +422,9 @@ class VoiceLibrary:
         path = self._builtin[name]
         return VoiceInfo(name, name, _transcript(path), "", 0.0, self.engine.name, self.engine.analysis_version, STORED, True)
 
-    def resolve(self, prompt: str | Path | bytes | None = None, prompt_text: str = "", priority: int = INTERACTIVE) -> PromptVoice:
+    def resolve(
+        self, prompt: str | Path | bytes | None = None, prompt_text: str = "", priority: int = INTERACTIVE
+    ) -> PromptVoice:
         """A voice name (built-in, saved id or saved name), a checked file path, raw audio bytes, or
         None for the default voice -> the analysed voice. Raises SynthesisError for unusable prompts."""
         if prompt is None:
@@ -443,7 +445,9 @@ class VoiceLibrary:
 
     def unknown_voice_message(self, name: str) -> str:
         names = self.names()
-        listed = ", ".join(names[:MAX_LISTED_NAMES]) + (f" and {len(names) - MAX_LISTED_NAMES} more" if len(names) > MAX_LISTED_NAMES else "")
+        listed = ", ".join(names[:MAX_LISTED_NAMES]) + (
+            f" and {len(names) - MAX_LISTED_NAMES} more" if len(names) > MAX_LISTED_NAMES else ""
+        )
         shown = name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "…"
         return f"There is no voice {shown!r}; voices: {listed or 'none'}."
 
@@ -456,7 +460,9 @@ class VoiceLibrary:
                 return self._saved[name]
             ids = [] if key in self._reserved_names() else self._named.get(key, [])
             if len(ids) > 1:
-                raise SynthesisError(f"{len(ids)} saved voices are named {name[:MAX_NAME_CHARS]!r} ({', '.join(ids)}); give one's id.")
+                raise SynthesisError(
+                    f"{len(ids)} saved voices are named {name[:MAX_NAME_CHARS]!r} ({', '.join(ids)}); give one's id."
+                )
             return self._saved[ids[0]] if ids else None
 
     # ----------------------------------------------------------------- analysis

@@ -6,12 +6,11 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 TESTS = Path(__file__).resolve().parent
-VOICES = TESTS.parent.parent / "shared" / "voices"
 PROMPTS = TESTS.parent / "examples" / "prompt"
 
 

@@ -234,6 +234,7 @@ def expand_years(sentence: str) -> str:
     Runs before the sentence is cut into clauses, so a list or range keeps its context
     ("in 1999, 1905 and 2008" are all years).
     """
+
     def spell(match: re.Match) -> str:
         return f" {year(int(match.group(0)))} " if is_year(match.string, match.start(), match.end()) else match.group(0)
 

@@ -124,11 +124,6 @@ def load_phrase_readings(text: str) -> dict[str, tuple[str, ...]]:
     return phrases
 
 
-def load_polyphones(text: str) -> dict[str, tuple[tuple[str, ...], ...]]:
-    """Polyphone file text -> {phrase: symbols per character}; raises ValueError on a bad line."""
-    return {phrase: tuple(map(pinyin_to_symbols, readings)) for phrase, readings in load_phrase_readings(text).items()}
-
-
 def _import_jieba():
     """jieba, imported without pkg_resources (a third of a second, and deprecated): without it jieba
     opens its dictionary by path."""
@@ -194,7 +189,9 @@ class Analysis:
             word_index += 1
         source = PHRASE if self.phrase_read[index] else ALONE
         words = tuple(self.words)
-        return Context(self.text, index, words, word_index, self.readings[index], source, default_reading, neural_reading, neural_probability)
+        return Context(
+            self.text, index, words, word_index, self.readings[index], source, default_reading, neural_reading, neural_probability
+        )
 
 
 class ChineseG2P:

@@ -38,13 +38,13 @@ _MARKDOWN_RULES: tuple[tuple[re.Pattern, str | Callable[[re.Match], str]], ...] 
     (re.compile(r"\[([^\[\]\n]+)\]\(" + _LINK_TARGET + r"\)"), r"\1"),
     (re.compile(r"(?:https?://|www\.)[^\s\ue000\ue001\u3000-\u303f\uff00-\uffef" + CJK_RANGES + r"]+"), ""),
     (re.compile(r"</?[A-Za-z][^<>\n\ue000\ue001]*>"), ""),
-    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M), ""),
-    (re.compile(r"^[ \t]*>+[ \t]?", re.M), ""),
-    (re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M), ""),
-    (re.compile(r"^[ \t]*(?:\|[ \t]*)?:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*(?:\|[ \t]*)?$", re.M), ""),
-    (re.compile(r"^[ \t]*\|(.*)$", re.M), lambda row: row.group(1).rstrip(" \t").removesuffix("|")),
-    (re.compile(r"^[ \t]*[-*+•·][ \t]+", re.M), ""),
-    (re.compile(r"^[ \t]*(\d+)[.)][ \t]+", re.M), r"\1, "),
+    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE), ""),
+    (re.compile(r"^[ \t]*>+[ \t]?", re.MULTILINE), ""),
+    (re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.MULTILINE), ""),
+    (re.compile(r"^[ \t]*(?:\|[ \t]*)?:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*(?:\|[ \t]*)?$", re.MULTILINE), ""),
+    (re.compile(r"^[ \t]*\|(.*)$", re.MULTILINE), lambda row: row.group(1).rstrip(" \t").removesuffix("|")),
+    (re.compile(r"^[ \t]*[-*+•·][ \t]+", re.MULTILINE), ""),
+    (re.compile(r"^[ \t]*(\d+)[.)][ \t]+", re.MULTILINE), r"\1, "),
     (re.compile(r"\*\*|__|~~|`"), ""),
     (re.compile(r"(?<![\w*])[*_](?=\S)|(?<=\S)[*_](?![\w*])"), ""),
 )
@@ -199,10 +199,10 @@ def _zh_postnormalize(text: str) -> str:
 
 # ------------------------------------------------------------------------------------ English
 _EN_ABBREVIATIONS = (
-    (re.compile(r"\be\.g\.", re.I), "for example"),
-    (re.compile(r"\bi\.e\.", re.I), "that is"),
-    (re.compile(r"\betc\.", re.I), "et cetera."),
-    (re.compile(r"\bvs\.?(?=\s)", re.I), "versus"),
+    (re.compile(r"\be\.g\.", re.IGNORECASE), "for example"),
+    (re.compile(r"\bi\.e\.", re.IGNORECASE), "that is"),
+    (re.compile(r"\betc\.", re.IGNORECASE), "et cetera."),
+    (re.compile(r"\bvs\.?(?=\s)", re.IGNORECASE), "versus"),
     (re.compile(r"\bNo\.\s?(?=\d)"), "number "),
 )
 # fmt: off

@@ -262,7 +262,9 @@ class FrontendProcess:
             if time.monotonic() > deadline:
                 _LOGGER.error("The text frontend took over %.0f s on one call; starting it again", CALL_TIMEOUT_S)
                 self._restart(child)
-                raise SynthesisError(f"The text could not be prepared within {CALL_TIMEOUT_S:.0f} s; try a shorter or plainer text.")
+                raise SynthesisError(
+                    f"The text could not be prepared within {CALL_TIMEOUT_S:.0f} s; try a shorter or plainer text."
+                )
         return call.reply
 
 
@@ -285,10 +287,10 @@ def _sendable(error: BaseException) -> BaseException:
     """The error itself when pickling keeps its type and message, else a RuntimeError that says what it was."""
     try:
         copy = pickle.loads(pickle.dumps(error))
-        if type(copy) is type(error) and str(copy) == str(error):
-            return error
-    except Exception:
-        pass
+    except Exception:  # not picklable: sent as its type and message
+        copy = None
+    if type(copy) is type(error) and str(copy) == str(error):
+        return error
     return RuntimeError(f"{type(error).__name__}: {error}")
 
 

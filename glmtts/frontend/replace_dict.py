@@ -114,10 +114,6 @@ class ReplaceDict:
         self._lengths = sorted({len(surface) for surface in self.entries}, reverse=True)
 
     @classmethod
-    def from_text(cls, text: str) -> ReplaceDict:
-        return cls(parse_replace_dict(text))
-
-    @classmethod
     def load(cls, path: Path) -> ReplaceDict:
         """Read and validate a dictionary file; a missing file is an empty dictionary."""
         if not path.exists():

@@ -89,7 +89,20 @@ def _de(c: Context) -> str | None:  # 得: de (complement), děi (must), dé (ob
 
 def _di(c: Context) -> str | None:  # 地: de (adverbial marker), dì (ground)
     before, after = c.word(-1), c.word(1)
-    if after[:1] in ("上", "下", "里", "面", "方", "区", "图", "铁", "球", "点", "板") or before in ("在", "这块", "块", "片", "这", "那", "一", "满", "扫", "种", "落", "土"):
+    if after[:1] in ("上", "下", "里", "面", "方", "区", "图", "铁", "球", "点", "板") or before in (
+        "在",
+        "这块",
+        "块",
+        "片",
+        "这",
+        "那",
+        "一",
+        "满",
+        "扫",
+        "种",
+        "落",
+        "土",
+    ):
         return "di4"
     if len(before) >= 2 or (before and before[-1:] in "然地般样么") or (before and before == c.word(-2)):
         return "de5"  # after an adverbial: 认真地, 慢慢地 (also as two words 慢 慢)
@@ -143,7 +156,10 @@ def _zhuan(c: Context) -> str | None:  # 转: zhuàn (turn round) vs zhuǎn (tur
         return "zhuan4"
     if after == "了" and after2[:2] in ("一圈", "几圈", "两圈", "半天", "一会", "圈"):
         return "zhuan4"
-    if not after and (c.word(-1) in ("在", "正在", "着", "地", "会", "不停") or any(word[:1] in ("绕", "围", "团") for word in c.words[: c.index])):
+    if not after and (
+        c.word(-1) in ("在", "正在", "着", "地", "会", "不停")
+        or any(word[:1] in ("绕", "围", "团") for word in c.words[: c.index])
+    ):
         return "zhuan4"  # 一直在转, 绕着太阳转
     return None
 
@@ -232,7 +248,9 @@ def _he(c: Context) -> str | None:  # 和: hú (win at mahjong) before 了
 
 
 def _jie(c: Context) -> str | None:  # 结: jiē (bear fruit)
-    if any(fruit in c.word(1) + c.word(2) + c.word(3) for fruit in ("果", "籽", "瓜")) and not c.word(1).startswith(("婚", "束", "论", "账")):
+    if any(fruit in c.word(1) + c.word(2) + c.word(3) for fruit in ("果", "籽", "瓜")) and not c.word(1).startswith(
+        ("婚", "束", "论", "账")
+    ):
         return "jie1"
     return None
 

@@ -119,4 +119,3 @@ def batch_router(service: Service, require_warm) -> APIRouter:
         return job_json(jobs.resume(job_id))
 
     return router
-

@@ -76,6 +76,7 @@ ERROR_TABLE: list[tuple[type[BaseException], _Rule]] = [
     (SynthesisError, _Rule(400)),
 ]
 
+
 def body_error_message(error: BaseException | None) -> str | None:
     """Why a JSON body could not be parsed, and where; None for an error that is not about parsing.
 
@@ -135,7 +136,12 @@ ERROR_BODY_SCHEMA = {
         "error": {
             "type": "object",
             "required": ["message", "type", "param", "code"],
-            "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": _NULLABLE_STRING, "code": _NULLABLE_STRING},
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": _NULLABLE_STRING,
+                "code": _NULLABLE_STRING,
+            },
         },
     },
 }
@@ -166,6 +172,7 @@ def declare_error_body(api: FastAPI) -> None:
 
 def install_error_handlers(api: FastAPI) -> None:
     declare_error_body(api)
+
     async def from_table(_request: Request, error: Exception) -> JSONResponse:
         return response_for(error)
 

@@ -157,9 +157,7 @@ class BodyTooLarge(HTTPException):
 class SecurityMiddleware:
     """The browser policy, credentials, rate limit and body size checks for every request (see the module docstring)."""
 
-    def __init__(
-        self, app: ASGIApp, settings: Settings, warmup_token: str = "", clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, app: ASGIApp, settings: Settings, warmup_token: str = "", clock: Callable[[], float] = time.monotonic):
         self.app = app
         self.warmup_token = warmup_token.encode("latin-1")
         self.keys = parse_api_keys(settings.api_key)
@@ -192,7 +190,9 @@ class SecurityMiddleware:
             return
         send = self._with_cors(send, request_origin(headers))  # from here on, answers reach an allowed page's script
         # The app's own warm-up skips the key and the rate limit, and takes the body limit's path as clients do.
-        warmup = bool(self.warmup_token) and hmac.compare_digest(headers.get(WARMUP_HEADER, "").encode("latin-1"), self.warmup_token)
+        warmup = bool(self.warmup_token) and hmac.compare_digest(
+            headers.get(WARMUP_HEADER, "").encode("latin-1"), self.warmup_token
+        )
         if not warmup and not await self._admitted(scope, path, headers, send):
             return
         declared = headers.get("content-length", "")
@@ -303,7 +303,9 @@ def ui_login_is_valid(scope: Scope, cookie_header: str) -> bool:
     Gradio keeps the tokens of its logins in the mounted app's memory, which the request's app (the
     FastAPI app the UI is mounted on) leads to; a token that app does not hold proves nothing.
     """
-    ui = next((route.app for route in getattr(scope.get("app"), "routes", ()) if _is_gradio_app(getattr(route, "app", None))), None)
+    ui = next(
+        (route.app for route in getattr(scope.get("app"), "routes", ()) if _is_gradio_app(getattr(route, "app", None))), None
+    )
     if ui is None or not cookie_header:
         return False
     cookies = cookie_parser(cookie_header)

@@ -46,8 +46,13 @@ def short_input(case) -> None:
 def existing_ids(url: str) -> dict[str, str]:
     """A saved voice and a batch job to aim at, beside the ids the fuzzer makes up (which only find 404s)."""
     prompt = ROOT / "examples" / "prompt" / "libri_367.flac"
-    voice = httpx.post(f"{url}/v1/voices", files={"file": (prompt.name, prompt.read_bytes())}, data={"name": "fuzzed"}, timeout=120)
-    lines = "\n".join(json.dumps({"uttid": f"u{n}", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "A short line."}) for n in range(2))
+    voice = httpx.post(
+        f"{url}/v1/voices", files={"file": (prompt.name, prompt.read_bytes())}, data={"name": "fuzzed"}, timeout=120
+    )
+    lines = "\n".join(
+        json.dumps({"uttid": f"u{n}", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "A short line."})
+        for n in range(2)
+    )
     job = httpx.post(f"{url}/v1/batch", json={"jsonl": lines, "name": "fuzzed"}, timeout=60)
     assert voice.status_code == 201 and job.status_code == 202, (voice.text, job.text)
     return {"voice_id": voice.json()["id"], "job_id": job.json()["id"]}

@@ -69,7 +69,10 @@ def test_a_long_word_without_breaks_is_cut_and_streamed_in_bounded_memory(app_se
     started = time.perf_counter()
     first_s = None
     with httpx.stream(
-        "POST", f"{app_server.url}/v1/audio/speech", json={"input": "a" * 4000, "stream": True, "response_format": "pcm"}, timeout=600
+        "POST",
+        f"{app_server.url}/v1/audio/speech",
+        json={"input": "a" * 4000, "stream": True, "response_format": "pcm"},
+        timeout=600,
     ) as response:
         assert response.status_code == 200 and response.headers.get("x-text-hard-split") == "1"
         assert int(response.headers["x-segments"]) >= 4
@@ -78,7 +81,9 @@ def test_a_long_word_without_breaks_is_cut_and_streamed_in_bounded_memory(app_se
             first_s = first_s or time.perf_counter() - started
             received += len(data)
     peak, after = rss.stop()
-    print(f"4,000-char word: first audio {first_s:.2f} s, {received / 48000:.1f} s of audio; peak +{peak:.0f} MiB, after +{after:.0f} MiB")
+    print(
+        f"4,000-char word: first audio {first_s:.2f} s, {received / 48000:.1f} s of audio; peak +{peak:.0f} MiB, after +{after:.0f} MiB"
+    )
     assert received > 48000
     assert peak < PEAK_LIMIT_MIB and after < AFTER_LIMIT_MIB
 

@@ -109,7 +109,9 @@ def test_made_up_methods_leave_metrics_bounded(url):
 
 def test_a_forwarded_address_does_not_escape_the_rate_limit(url):
     statuses = [
-        httpx.post(f"{url}/v1/audio/speech", json={"input": ""}, headers={"X-Forwarded-For": f"10.0.{n // 250}.{n % 250}"}).status_code
+        httpx.post(
+            f"{url}/v1/audio/speech", json={"input": ""}, headers={"X-Forwarded-For": f"10.0.{n // 250}.{n % 250}"}
+        ).status_code
         for n in range(RATE_LIMIT + 5)
     ]
     assert 429 in statuses and set(statuses) <= {400, 429}, statuses

@@ -68,7 +68,12 @@ def test_unsafe_uttids_become_safe_file_names():
 
 @pytest.mark.parametrize(
     ("uttids", "lines"),
-    [(["a_1", "a", "a"], "lines 2, 3"), (["../x", "x"], "lines 1, 2"), (["A", "b", "a"], "lines 1, 3"), (["语音", "语音"], "lines 1, 2")],
+    [
+        (["a_1", "a", "a"], "lines 2, 3"),
+        (["../x", "x"], "lines 1, 2"),
+        (["A", "b", "a"], "lines 1, 3"),
+        (["语音", "语音"], "lines 1, 2"),
+    ],
 )
 def test_colliding_uttids_are_named_with_their_lines(uttids, lines):
     items = parse_jsonl("\n".join(line(uttid=u) for u in uttids), ALLOWED)
@@ -92,7 +97,6 @@ def test_text_mode_gives_one_item_a_line_in_one_voice():
     ]
 
 
-
 def test_text_mode_ends_lines_at_newlines_only_never_inside_an_utterance():
     jsonl = lines_to_jsonl("one\r\ntwo\rthree\u2028still three\x85and\x0cthree\n", "libri_367")
     assert len(jsonl.splitlines()) == 3  # escaped: even readers that split like str.splitlines() see 3 lines
@@ -104,6 +108,7 @@ def test_a_jsonl_line_is_split_at_newline_only():
     text = line(uttid="a", syn_text="x").replace('"x"', '"x\u2028y\u2029z\x85w"') + "\r\n" + line(uttid="b") + "\n"
     items = parse_jsonl(text, ALLOWED)
     assert [(item.uttid, item.syn_text, item.error) for item in items] == [("a", "x\u2028y\u2029z\x85w", ""), ("b", "Hello.", "")]
+
 
 def test_a_voice_name_is_a_prompt_only_when_the_voice_exists():
     line = '{"uttid": "a", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "Hi."}'
@@ -167,4 +172,3 @@ def test_crossfade_join_keeps_length_minus_overlaps():
     joined = crossfade_join(pieces, 10000)
     assert len(joined) == 1500 - 300
     assert np.max(np.abs(joined)) <= np.sqrt(2) + 1e-6
-

@@ -42,7 +42,10 @@ def client() -> TestClient:
 
 @pytest.mark.parametrize(
     ("route", "body", "fields"),
-    [("/speech", {"input": "a"}, ("seed", "speed", "sample_rate")), ("/batch-options", {"jsonl": ""}, ("seed", "top_k", "top_p"))],
+    [
+        ("/speech", {"input": "a"}, ("seed", "speed", "sample_rate")),
+        ("/batch-options", {"jsonl": ""}, ("seed", "top_k", "top_p")),
+    ],
 )
 def test_a_boolean_is_not_a_number_for_any_option(client, route, body, fields):
     assert client.post(route, json={**body, "seed": 7.0}).json() == {"seed": 7}
@@ -59,7 +62,10 @@ UNREADABLE = {
     "on line 3": (b'{\n  "input": "a",\n  "seed": }', r"not valid JSON: Expecting value at line 3 column 11 \(character 28\)"),
     "not UTF-8": (b'{"input": "caf\xe9"}', r"not UTF-8: byte 0xE9 at offset 14 \(invalid continuation byte\)"),
     "deep": (b"[" * DEPTH + b"]" * DEPTH, f"nested deeper than the limit of about {sys.getrecursionlimit()} levels"),
-    "long number": (b'{"input": "a", "seed": ' + b"9" * DIGITS + b"}", f"a number longer than {sys.get_int_max_str_digits()} digits"),
+    "long number": (
+        b'{"input": "a", "seed": ' + b"9" * DIGITS + b"}",
+        f"a number longer than {sys.get_int_max_str_digits()} digits",
+    ),
 }
 
 

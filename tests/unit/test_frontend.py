@@ -82,7 +82,10 @@ def test_chinese_normalization(frontend, text, expected):
         ("It weighs 5 kg, 20 mph.", "It weighs five kilograms, twenty miles per hour."),
         ("The 1990s and '80s.", "The nineteen nineties and eighties."),
         ("1999 people came in 1999.", "one thousand nine hundred ninety nine people came in nineteen ninety nine."),
-        ("From 1999 to 2005, 2008 sold 1,999.", "From nineteen ninety nine to two thousand five, two thousand eight sold one thousand nine hundred ninety nine."),
+        (
+            "From 1999 to 2005, 2008 sold 1,999.",
+            "From nineteen ninety nine to two thousand five, two thousand eight sold one thousand nine hundred ninety nine.",
+        ),
         ("The year 2024 was good, 1969 saw it.", "The year twenty twenty four was good, nineteen sixty nine saw it."),
         ("Page 1999.", "Page one thousand nine hundred ninety nine."),
         ("#1 hit, e.g. now!", "number one hit, for example now."),
@@ -300,17 +303,7 @@ def test_replace_dict_longest_match_first():
 
 
 def test_replace_dict_validation_lists_every_problem():
-    text = "\n".join(
-        [
-            '{"弦": "<|X|><|IAN2|>"}',
-            '{"琴": "<|Q|><|INN2|>"}',
-            "not json",
-            '{"abc": "<|A1|>"}',
-            '{"弦": "<|X|><|IAN4|>"}',
-            '{"好": "<|H|>"}',
-            '{"行": "hang"}',
-        ]
-    )
+    text = '{"弦": "<|X|><|IAN2|>"}\n{"琴": "<|Q|><|INN2|>"}\nnot json\n{"abc": "<|A1|>"}\n{"弦": "<|X|><|IAN4|>"}\n{"好": "<|H|>"}\n{"行": "hang"}'
     with pytest.raises(ReplaceDictError) as caught:
         parse_replace_dict(text)
     message = str(caught.value)

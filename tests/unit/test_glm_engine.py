@@ -126,7 +126,9 @@ def test_concurrent_requests_decode_together_and_match_one_at_a_time(
     batch_sizes: list[int] = []
     decode_batch = batched.llm.stream_batch
     monkeypatch.setattr(
-        batched.llm, "stream_batch", lambda requests, stopped=None: batch_sizes.append(len(requests)) or decode_batch(requests, stopped)
+        batched.llm,
+        "stream_batch",
+        lambda requests, stopped=None: batch_sizes.append(len(requests)) or decode_batch(requests, stopped),
     )
     requests = [
         (TEXTS[0], {"seed": 1, "forced_tokens_per_segment": FORCED}),
@@ -235,7 +237,11 @@ def test_the_engine_imports_only_what_a_bare_gpu_machine_has() -> None:
     root = Path(__file__).resolve().parents[2]
     allowed = {"torch", "transformers", "safetensors", "tiktoken", "onnxruntime", "numpy", "yaml", "glmtts"}
     allowed_glmtts = ("glmtts.types", "glmtts.engine", "glmtts.engines.glm", "glmtts.dsp")
-    files = [*sorted((root / "glmtts" / "engines" / "glm").glob("*.py")), root / "glmtts" / "dsp.py", root / "bench" / "bench_gpu.py"]
+    files = [
+        *sorted((root / "glmtts" / "engines" / "glm").glob("*.py")),
+        root / "glmtts" / "dsp.py",
+        root / "bench" / "bench_gpu.py",
+    ]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []

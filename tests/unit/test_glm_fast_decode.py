@@ -60,7 +60,9 @@ def test_weights_are_shared_with_the_reference_model(llm: SpeechLM, fast: FastDe
     assert FastDecoder(llm, max_batch=1).weights.layers[0].qkv.data_ptr() == fused.data_ptr()  # not fused twice
 
 
-def test_greedy_tokens_and_logits_equal_the_reference_for_300_steps(llm: SpeechLM, fast: FastDecoder, tokenizer: TextTokenizer) -> None:
+def test_greedy_tokens_and_logits_equal_the_reference_for_300_steps(
+    llm: SpeechLM, fast: FastDecoder, tokenizer: TextTokenizer
+) -> None:
     prompt = _prompts(tokenizer)[0]
     reference = llm.generate(prompt, STEPS, STEPS, GREEDY, torch.Generator())
     assert len(reference) == STEPS and len(set(reference)) > 20
@@ -77,7 +79,9 @@ def test_greedy_tokens_and_logits_equal_the_reference_for_300_steps(llm: SpeechL
         torch.testing.assert_close(decoder.logits[0], logits, rtol=1e-4, atol=1e-4)
 
 
-def test_batched_rows_of_different_lengths_equal_the_reference(llm: SpeechLM, fast: FastDecoder, tokenizer: TextTokenizer) -> None:
+def test_batched_rows_of_different_lengths_equal_the_reference(
+    llm: SpeechLM, fast: FastDecoder, tokenizer: TextTokenizer
+) -> None:
     prompts = _prompts(tokenizer)
     assert len({len(prompt) for prompt in prompts}) == 3
     requests = [_greedy(prompts[0]), GenerationRequest(prompts[1], 40, 90, GREEDY, torch.Generator()), _greedy(prompts[2])]
@@ -126,7 +130,9 @@ def test_a_row_draws_from_its_own_generator_whatever_rows_run_beside_it(fast: Fa
 
 def test_tokens_stream_every_sync_interval_and_a_stopped_row_ends(fast: FastDecoder, tokenizer: TextTokenizer) -> None:
     prompts = _prompts(tokenizer)
-    requests = [GenerationRequest(prompt, 0, 0, SamplingConfig(), torch.Generator().manual_seed(1), 100) for prompt in prompts[:2]]
+    requests = [
+        GenerationRequest(prompt, 0, 0, SamplingConfig(), torch.Generator().manual_seed(1), 100) for prompt in prompts[:2]
+    ]
     seen = [0, 0]
     chunks = 0
     for new in fast.stream_batch(requests, stopped=lambda row: row == 1 and seen[1] >= SYNC_EVERY):
@@ -137,7 +143,9 @@ def test_tokens_stream_every_sync_interval_and_a_stopped_row_ends(fast: FastDeco
     assert seen == [100, SYNC_EVERY] and chunks == math.ceil(100 / SYNC_EVERY)
 
 
-def test_a_request_beyond_the_cache_falls_back_to_the_reference_path(llm: SpeechLM, fast: FastDecoder, tokenizer: TextTokenizer) -> None:
+def test_a_request_beyond_the_cache_falls_back_to_the_reference_path(
+    llm: SpeechLM, fast: FastDecoder, tokenizer: TextTokenizer
+) -> None:
     prompt = _prompts(tokenizer)[2]
     request = GenerationRequest(prompt, 2000, 2000, GREEDY, torch.Generator())
     assert not fast.fits([request])
@@ -155,7 +163,9 @@ def _rows(probabilities: dict[int, float], size: int = 64) -> torch.Tensor:
     return logits
 
 
-def _sample(logits: torch.Tensor, method: str = "ras", history: list[int] | None = None, allow_end: bool = True, **settings) -> list[int]:
+def _sample(
+    logits: torch.Tensor, method: str = "ras", history: list[int] | None = None, allow_end: bool = True, **settings
+) -> list[int]:
     rows = logits.shape[0]
     config = SamplingConfig(method=method, **settings)
     window = torch.full((rows, config.window), -1, dtype=torch.long)

@@ -13,6 +13,7 @@ pass over the mel it decided (exactly away from joins, within 0.7 dB at them).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,9 @@ def tokens() -> torch.Tensor:
     return torch.randint(0, 32768, (TOKENS,), generator=torch.Generator().manual_seed(0))
 
 
-def _stream(engine: GLMTTSEngine, voice: PromptVoice, tokens: torch.Tensor, rate: int, **schedule) -> tuple[SegmentStreamer, list[np.ndarray]]:
+def _stream(
+    engine: GLMTTSEngine, voice: PromptVoice, tokens: torch.Tensor, rate: int, **schedule
+) -> tuple[SegmentStreamer, list[np.ndarray]]:
     features = voice.features
     streamer = SegmentStreamer(
         engine.flow, engine.vocoders[rate], torch.tensor(features.speech_tokens), features.prompt_mels[rate],
@@ -183,7 +186,7 @@ def test_joins_have_no_clicks(engine: GLMTTSEngine, voice: PromptVoice, tokens: 
     assert _lsd(streamed, one_pass, joins, rate).max() < 1.5
     assert np.median(_lsd(streamed, one_pass, elsewhere, rate)) < 0.05
     bounds = [0] + [j // hop for j in joins] + [len(mel)]
-    naive = np.concatenate([vocoder.mel_to_audio_seeded(mel[a:b], seed) for a, b in zip(bounds[:-1], bounds[1:])])
+    naive = np.concatenate([vocoder.mel_to_audio_seeded(mel[a:b], seed) for a, b in itertools.pairwise(bounds)])
     assert _lsd(naive, one_pass, joins, rate).min() > 5.0  # measured 7-12 dB: the test sees such joins
 
 
@@ -229,7 +232,9 @@ def test_engine_streams_pieces_of_a_segment(engine: GLMTTSEngine, voice: PromptV
 
 def test_a_cancelled_request_stops_inside_its_segment(engine: GLMTTSEngine, voice: PromptVoice) -> None:
     cancel = CancelToken()
-    pieces = engine.synthesize_segments(_segments("hello world today."), voice, SynthesisOptions(forced_tokens_per_segment=280), cancel)
+    pieces = engine.synthesize_segments(
+        _segments("hello world today."), voice, SynthesisOptions(forced_tokens_per_segment=280), cancel
+    )
     first = next(pieces)
     assert not first.final
     cancel.cancel()

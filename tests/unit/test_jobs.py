@@ -289,7 +289,10 @@ def test_texts_with_line_separators_survive_a_restart(make_jobs, tmp_path):
     pipeline = PacedPipeline()
     jobs = make_jobs(pipeline)
     texts = ["one\u2028two", "three\u2029four", "five\x85six", "seven\x0beight\x0cnine\x1c"]
-    lines = [json.dumps({"uttid": f"u{i}", "prompt_text": "", "prompt_speech": str(PROMPT), "syn_text": text}) for i, text in enumerate(texts)]
+    lines = [
+        json.dumps({"uttid": f"u{i}", "prompt_text": "", "prompt_speech": str(PROMPT), "syn_text": text})
+        for i, text in enumerate(texts)
+    ]
     job = jobs.submit("\n".join(lines).replace("\\u2028", "\u2028"))  # a raw U+2028 inside a string is valid JSONL
     pipeline.allow()
     wait_until(lambda: jobs.progress(job)["status"] == DONE)
@@ -301,7 +304,9 @@ def test_texts_with_line_separators_survive_a_restart(make_jobs, tmp_path):
     assert [json.loads(line)["text"] for line in manifest.splitlines()] == texts  # even str.splitlines() reads 4 lines
 
 
-@pytest.mark.parametrize(("fault", "reason"), [(errno.ENOSPC, "no space left on the device"), (errno.EIO, "the device failed (input/output error)")])
+@pytest.mark.parametrize(
+    ("fault", "reason"), [(errno.ENOSPC, "no space left on the device"), (errno.EIO, "the device failed (input/output error)")]
+)
 def test_a_disk_fault_stops_the_job_names_it_and_resume_runs_the_item_again(make_jobs, tmp_path, disk, fault, reason):
     pipeline = PacedPipeline()
     jobs = make_jobs(pipeline)

@@ -63,9 +63,8 @@ def test_full_queue_answers_at_once_with_retry_after():
     waiter.start()
     wait_until(lambda: scheduler.waiting == 1)
     started = time.monotonic()
-    with pytest.raises(QueueFull) as caught:
-        with scheduler.slot():
-            pass
+    with pytest.raises(QueueFull) as caught, scheduler.slot():
+        pass
     assert time.monotonic() - started < 0.5 and caught.value.retry_after_s >= 1
     release.set()
     holder.join(5)
@@ -76,9 +75,8 @@ def test_waiting_past_the_limit_gives_up_and_leaves_the_line():
     scheduler = DeviceScheduler()
     release = threading.Event()
     holder = hold_slot(scheduler, release)
-    with pytest.raises(QueueTimeout):
-        with scheduler.slot(wait_s=0.1):
-            pass
+    with pytest.raises(QueueTimeout), scheduler.slot(wait_s=0.1):
+        pass
     assert scheduler.waiting == 0
     release.set()
     holder.join(5)
@@ -88,9 +86,8 @@ def test_waiting_past_the_limit_gives_up_and_leaves_the_line():
 
 def test_the_holder_may_reenter():
     scheduler = DeviceScheduler()
-    with scheduler.slot():
-        with scheduler.slot():
-            pass
+    with scheduler.slot(), scheduler.slot():
+        pass
     with scheduler.slot(wait_s=0.1):
         pass
 
@@ -154,11 +151,8 @@ def test_exclusive_slot_waits_for_holders_and_keeps_later_requests_out():
 
 def test_a_shared_holder_cannot_reenter_exclusively():
     scheduler = DeviceScheduler(capacity=2)
-    with scheduler.slot(exclusive=True):
-        with scheduler.slot():
-            pass
-    with scheduler.slot():
-        with pytest.raises(RuntimeError, match="exclusive"):
-            with scheduler.slot(exclusive=True):
-                pass
+    with scheduler.slot(exclusive=True), scheduler.slot():
+        pass
+    with scheduler.slot(), pytest.raises(RuntimeError, match="exclusive"), scheduler.slot(exclusive=True):
+        pass
     assert scheduler.holding == 0

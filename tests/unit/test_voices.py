@@ -121,7 +121,6 @@ def test_codec_refuses_what_it_cannot_store_or_should_not_import():
         arrays_to_features(arrays)
 
 
-
 # --------------------------------------------------------------------------- library
 class CountingEngine(Engine):
     """Stands in for an engine: analyses a prompt into EmbeddedVoice features and counts analyses."""
@@ -148,7 +147,9 @@ class CountingEngine(Engine):
 FRONTEND = SimpleNamespace(text_to_segments=lambda text: [Segment(text, (), text)])
 
 
-def make_library(outputs: Path, engine_name: str = "embedded", analysis_version: str = "1", frontend=FRONTEND, **settings) -> VoiceLibrary:
+def make_library(
+    outputs: Path, engine_name: str = "embedded", analysis_version: str = "1", frontend=FRONTEND, **settings
+) -> VoiceLibrary:
     engine = CountingEngine(engine_name, analysis_version)
     settings = Settings(device="cpu", outputs=outputs, voice_cache_size=1, **settings)
     library = VoiceLibrary(settings, engine, frontend, DeviceScheduler(), "cpu")
@@ -347,7 +348,9 @@ def test_saved_voices_with_conflicting_names_from_before_load_warn_and_stay_reac
         folder = tmp_path / "voices" / folder_name
         folder.mkdir()
         (folder / PROMPT_FILE).write_bytes((source / PROMPT_FILE).read_bytes())
-        (folder / META_FILE).write_text(json.dumps({**meta, "name": name, "created": f"2020-01-0{number + 1}", "engine": "other"}))
+        (folder / META_FILE).write_text(
+            json.dumps({**meta, "name": name, "created": f"2020-01-0{number + 1}", "engine": "other"})
+        )
     with caplog.at_level(logging.WARNING, logger="glmtts.voices"):
         restarted = make_library(tmp_path)
     warned = " ".join(record.getMessage() for record in caplog.records)

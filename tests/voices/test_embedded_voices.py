@@ -149,7 +149,7 @@ def test_rewritten_fastspeech2_runs_on_builtin_ops_only(mandarin):
     assert custom_op_names(rewritten.read_bytes()) == []
     interpreter = Interpreter(model_path=str(rewritten), experimental_op_resolver_type=OpResolverType.BUILTIN)
     interpreter.allocate_tensors()
-    assert [d["name"] for d in interpreter.get_input_details()][0] == "input_ids"
+    assert next(d["name"] for d in interpreter.get_input_details()) == "input_ids"
 
 
 class CancelAtCheck(CancelToken):

@@ -15,7 +15,9 @@ JOB_TIMEOUT_S = 120
 
 
 def test_mixed_text_has_both_languages_in_one_output(embedded_service):
-    result = embedded_service.pipeline.synthesize(SynthesisRequest("我们今天用 Python 写一个 demo。Then we ship it.", "libri_367"))
+    result = embedded_service.pipeline.synthesize(
+        SynthesisRequest("我们今天用 Python 写一个 demo。Then we ship it.", "libri_367")
+    )
     languages = {run.lang for segment in result.segments for run in segment.runs}
     assert languages == {"zh", "en"}
     assert result.sample_rate == 24000 and 2.0 < result.duration_s < 12.0

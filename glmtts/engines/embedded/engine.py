@@ -42,8 +42,38 @@ _LOGGER = logging.getLogger(__name__)
 OUTPUT_RATE = 24000
 # Sentences each built-in voice speaks once, to measure its own voice profile.
 ENGLISH_REFERENCE = "The birch canoe slid on the smooth planks, and the sun rose slowly over the quiet lake."
-MANDARIN_REFERENCE = tuple(  # 今天天气很好，我们一起去公园散步吧。
-    ["J", "IN1", "T", "IAN1", "T", "IAN1", "Q", "I4", "H", "EN3", "H", "AO3", ",", "UO3", "M", "EN5", "I4", "Q", "I3", "Q", "V4", "G", "ONG1", "VAN2", "S", "AN4", "B", "U4", "B", "A5", "."]
+MANDARIN_REFERENCE = (
+    "J",
+    "IN1",
+    "T",
+    "IAN1",
+    "T",
+    "IAN1",
+    "Q",
+    "I4",
+    "H",
+    "EN3",
+    "H",
+    "AO3",
+    ",",
+    "UO3",
+    "M",
+    "EN5",
+    "I4",
+    "Q",
+    "I3",
+    "Q",
+    "V4",
+    "G",
+    "ONG1",
+    "VAN2",
+    "S",
+    "AN4",
+    "B",
+    "U4",
+    "B",
+    "A5",
+    ".",
 )
 REFERENCE_SEED = 0
 # What the reference profiles depend on besides the model files: this package's code, the resampler,
@@ -173,9 +203,7 @@ class EmbeddedEngine(Engine):
             self.english.release_memory()
             memory.trim()
 
-    def _speak(
-        self, run: TextRun, speed: float, seed: tuple[int, ...], cancel: CancelToken | None
-    ) -> tuple[np.ndarray, int]:
+    def _speak(self, run: TextRun, speed: float, seed: tuple[int, ...], cancel: CancelToken | None) -> tuple[np.ndarray, int]:
         if run.lang == "zh":
             return self.mandarin.phonemes_to_audio(run.phonemes or (), speed, cancel), self.mandarin.sample_rate
         if run.phonemes:

@@ -256,8 +256,6 @@ class _OnnxGraph:
 
 
 def _value_info(name: str, dims: list[int | str]) -> bytes:
-    shape = b"".join(
-        _field_bytes(1, _field_bytes(2, dim) if isinstance(dim, str) else _field_varint(1, dim)) for dim in dims
-    )
+    shape = b"".join(_field_bytes(1, _field_bytes(2, dim) if isinstance(dim, str) else _field_varint(1, dim)) for dim in dims)
     tensor_type = _field_varint(1, _ONNX_FLOAT) + _field_bytes(2, shape)
     return _field_bytes(1, name) + _field_bytes(2, _field_bytes(1, tensor_type))

@@ -219,7 +219,9 @@ class StaticDecoder:
                 prompt_lengths.append(len(request.prompt_ids))
                 bounds.append((min_new, max_new, request.forced_length is not None))
                 top_k = min(sampling.top_k, self._top_k_cap)
-                settings.append((METHOD_CODES[sampling.method], top_k, sampling.top_p, sampling.temperature, sampling.window * sampling.tau))
+                settings.append(
+                    (METHOD_CODES[sampling.method], top_k, sampling.top_p, sampling.temperature, sampling.window * sampling.tau)
+                )
                 self._generators[row] = request.generator
             else:
                 prompt_lengths.append(1)
@@ -436,7 +438,9 @@ class FastDecoder:
         if not requests:
             return
         if not self.fits(requests):
-            _LOGGER.warning("A decode needs more than the %d positions of the fast path's cache; using the reference path", self.buckets[-1])
+            _LOGGER.warning(
+                "A decode needs more than the %d positions of the fast path's cache; using the reference path", self.buckets[-1]
+            )
             yield from self.llm.stream_batch(requests, stopped)
             return
         with self._lock:

@@ -319,7 +319,9 @@ class FlowDecoder:
         condition = condition.to(self.dtype)
         speaker = speaker.to(self.dtype)
         if guided and batched_cfg:
-            token_embedding = torch.cat([token_embedding, uncond_tokens]) if uncond_tokens is not token_embedding else token_embedding
+            token_embedding = (
+                torch.cat([token_embedding, uncond_tokens]) if uncond_tokens is not token_embedding else token_embedding
+            )
             condition = torch.cat([condition, torch.zeros_like(condition)])  # [2, N, C]
             speaker = torch.cat([speaker, torch.zeros_like(speaker)])  # [2, 192]
         mask = None if attention_mask is None else attention_mask.to(device)

@@ -72,10 +72,6 @@ class SpeechTokenizerConfig:
         return self.samples_per_frame * self.pooling_kernel_size
 
     @property
-    def tokens_per_second(self) -> float:
-        return self.sampling_rate / self.samples_per_token
-
-    @property
     def chunk_samples(self) -> int:
         """Longest audio the positional table covers (30 s officially)."""
         return self.max_source_positions * self.samples_per_frame

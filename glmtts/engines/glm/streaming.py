@@ -111,10 +111,6 @@ class SegmentStreamer:
         self.blocks_run = 0
         self.mel_joins: list[int] = []  # generated frames where one run's mel was faded into the next
 
-    @property
-    def token_count(self) -> int:
-        return len(self._tokens)
-
     def push(self, tokens: list[int]) -> np.ndarray:
         """Add speech tokens; run the flow for every block now complete; the audio now ready."""
         self._tokens.extend(tokens)

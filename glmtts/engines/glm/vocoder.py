@@ -156,10 +156,6 @@ class _WindowedStream:
         self._emitted = 0  # frames of audio handed out
         self._tail = np.zeros(0, dtype=np.float32)  # provisional audio just past the emitted frames
 
-    @property
-    def emitted_frames(self) -> int:
-        return self._emitted
-
     def push(self, final: torch.Tensor, provisional: torch.Tensor | None = None) -> np.ndarray:
         """Add `final` mel frames [n, 80]; `provisional` [m, 80] frames past them serve as right
         context. Returns the audio that is now ready (maybe none)."""

@@ -67,8 +67,8 @@ def hift_arrays(scratch: Path) -> None:
 
 def prompt_arrays() -> None:
     import torchaudio
-    import torchaudio.compliance.kaldi as kaldi
     import utils.audio as upstream_audio
+    from torchaudio.compliance import kaldi
 
     rng = np.random.default_rng(5)
 
