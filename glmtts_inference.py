@@ -5,7 +5,7 @@
 `--data` is a JSONL path or a name under examples/. Output goes to
 outputs/pretrain<exp_name>/<data>/<uttid>.wav plus text_compare.jsonl, as upstream writes it. Loads
 once and runs every line; a failing line is reported and skipped. Without a checkpoint (`--ckpt` or
-GLMTTS_CKPT) it runs the embedded engine.
+GLMTTS_CKPT) it runs the embedded engine. The engine's flags and environment variables are app.py's.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from glmtts.files import StorageError, dumps_line
 from glmtts.options import check_options
 from glmtts.pipeline import SynthesisRequest
 from glmtts.service import build_service
-from glmtts.settings import PROJECT_ROOT, Settings
+from glmtts.settings import Settings, add_engine_arguments
 from glmtts.types import SynthesisError
 
 _LOGGER = logging.getLogger("glmtts_inference")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Upstream's flags, then the engine's (--ckpt, --device, --dtype, --decode ...) as app.py reads them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="example_zh", help="a JSONL path, or a name under examples/ (example_zh)")
     parser.add_argument("--exp_name", default="_test", help="suffix of the output folder outputs/pretrain<exp_name>")
@@ -40,10 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--use_phoneme", "--phoneme", dest="use_phoneme", action="store_true", help="phoneme mode")
     parser.add_argument("--sample_rate", type=int, default=24000, choices=[24000, 32000])
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--ckpt", default=os.environ.get("GLMTTS_CKPT") or None, help="GLM-TTS checkpoint root")
-    parser.add_argument("--device", default=os.environ.get("GLMTTS_DEVICE", "auto"))
-    parser.add_argument("--dtype", default=os.environ.get("GLMTTS_DTYPE") or None, choices=[None, "fp32", "bf16", "fp16"])
-    parser.add_argument("--outputs", default=str(PROJECT_ROOT / "outputs"))
+    add_engine_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -58,12 +56,7 @@ def resolve_data(data: str, examples: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    settings = Settings(
-        device=args.device,
-        ckpt=Path(args.ckpt).expanduser() if args.ckpt else None,
-        dtype=args.dtype,
-        outputs=Path(args.outputs).resolve(),
-    )
+    settings = Settings.from_namespace(args)
     data = resolve_data(args.data, settings.examples)
     service = build_service(settings)
     service.load()

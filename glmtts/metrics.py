@@ -18,6 +18,7 @@ UI_PREFIX = "/gradio_api/"
 # Label values come from closed sets, so that no request can add series: a method outside HTTP's own is "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
+UNMATCHED_ROUTE = "unmatched"  # the name of the route that answers unknown /v1 paths (glmtts.http.errors): labelled OTHER
 
 
 class Metrics:
@@ -77,7 +78,7 @@ def route_label(scope: Scope) -> str:
     """A low-cardinality name for a request: its route template, the UI as one, else "other"."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    if path:
+    if path and getattr(route, "name", None) != UNMATCHED_ROUTE:
         return path
     return "ui" if scope.get("path", "").startswith(UI_PREFIX) or scope.get("path") == "/" else OTHER
 

@@ -6,10 +6,12 @@
   or higher). A name that is one of our voices is always taken as is; an alias whose target is not
   a voice at start-up is logged as a warning (it may be a saved voice created later), never a crash.
 - Models: OpenAI's speech model names and the loaded engine's own name are all accepted, and all
-  run the loaded engine (`model_names`, `models_list` for `GET /v1/models`).
+  run the loaded engine (`model_names`; `models_list` and `model_object` for `GET /v1/models[/{id}]`,
+  `audio_models` for Open WebUI's `GET /v1/audio/models`).
 - Speed: OpenAI takes 0.25 to 4.0; the engine's own range is checked by glmtts.options.
 - Errors: `openai_error` builds `{"error": {"message", "type", "param", "code"}}`, the body the
-  official SDKs read the message from.
+  official SDKs read the message from; a missing required field is OpenAI's 400 naming it
+  (`missing_parameter`).
 - `instructions` (gpt-4o-mini-tts's voice directions) are accepted and ignored: neither engine
   takes style prompts.
 """
@@ -34,6 +36,9 @@ MODEL_OWNER = "glmtts"
 # The `type` OpenAI's API gives each status; other 4xx are invalid_request_error, 5xx server_error.
 ERROR_TYPES = {401: "invalid_request_error", 429: "requests"}
 DEFAULT_ERROR_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+MISSING_PARAMETER = "missing_required_parameter"  # OpenAI's code for a request without a required field
+MODEL_NOT_FOUND = "model_not_found"  # and for a model id it does not know
+REQUEST_SOURCES = ("body", "query", "path", "header", "cookie")  # the first part of FastAPI's error locations
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,24 @@ def model_error(model: str | None, engine_name: str) -> str | None:
     return f"Unknown model {model!r}; this server runs the {engine_name} engine as: {', '.join(names)}."
 
 
+def model_object(name: str, created: int = 0) -> dict[str, object]:
+    """One model in OpenAI's shape, which `client.models.retrieve(name)` reads."""
+    return {"id": name, "object": "model", "created": created, "owned_by": MODEL_OWNER}
+
+
 def models_list(engine_name: str, created: int = 0) -> dict[str, object]:
     """`GET /v1/models` in OpenAI's list shape, which `client.models.list()` reads."""
-    data = [{"id": name, "object": "model", "created": created, "owned_by": MODEL_OWNER} for name in model_names(engine_name)]
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [model_object(name, created) for name in model_names(engine_name)]}
+
+
+def audio_models(engine_name: str) -> dict[str, list[dict[str, str]]]:
+    """`GET /v1/audio/models` in Open WebUI's shape: `{"models": [{"id": "tts-1"}, ...]}`."""
+    return {"models": [{"id": name} for name in model_names(engine_name)]}
+
+
+def model_not_found(model: str, engine_name: str) -> str:
+    """The 404 message for a model id `GET /v1/models/{id}` does not know."""
+    return f"The model {model!r} does not exist; this server runs the {engine_name} engine as: {', '.join(model_names(engine_name))}."
 
 
 def error_type(status: int) -> str:
@@ -154,12 +173,30 @@ def openai_error(
     }
 
 
+def _field_path(error: Mapping[str, object]) -> list[str]:
+    """Where a validation error is, less FastAPI's leading source ("body", "query", ...): ["input"]."""
+    location = [str(part) for part in error.get("loc", ())]
+    return location[1:] if location and location[0] in REQUEST_SOURCES else location
+
+
+def missing_parameter(errors: Iterable[Mapping[str, object]]) -> tuple[str, str | None] | None:
+    """The message and `param` of OpenAI's 400 for the first required field (or body) a request lacks,
+    e.g. ("Missing required parameter: 'input'.", "input"); None when nothing required is missing."""
+    for error in errors:
+        if error.get("type") == "missing":
+            path = ".".join(_field_path(error))
+            if not path:
+                return "Missing request body: send a JSON object.", None
+            return f"Missing required parameter: {path!r}.", path
+    return None
+
+
 def validation_error(errors: Iterable[Mapping[str, object]]) -> tuple[str, str | None]:
     """A request-validation failure (pydantic's `errors()`) as one message and the first bad field
     (`param`), without echoing the input; e.g. ("speed: Input should be a valid number.", "speed")."""
     messages, param = [], None
     for error in errors:
-        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        location = _field_path(error)
         where = ".".join(location)
         if param is None and location:
             param = location[0]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from glmtts.engines.glm.choices import CAPTURES, DECODES, DTYPES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_BATCH_LEASE_S = 3.0  # a lease is renewed every third of it; shorter would be renewal traffic for nothing
@@ -77,69 +79,109 @@ class Settings:
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> Settings:
-        env = os.environ
-        defaults = cls()
+        """Settings from the app's flags (an unknown flag exits 2 naming it, as argparse does) and the environment."""
         parser = argparse.ArgumentParser(description="Warm-start zero-shot TTS WebUI")
-        parser.add_argument("--host", default=env.get("GLMTTS_HOST", defaults.host))
-        parser.add_argument("--port", type=int, default=int(env.get("GLMTTS_PORT", defaults.port)))
-        parser.add_argument("--device", default=env.get("GLMTTS_DEVICE", defaults.device), help="auto, cpu, cuda, cuda:N, mps")
-        parser.add_argument("--ckpt", default=env.get("GLMTTS_CKPT") or None, help="GLM-TTS checkpoint root (ckpt/)")
-        parser.add_argument("--dtype", default=env.get("GLMTTS_DTYPE") or None, choices=[None, "fp32", "bf16", "fp16"])
-        parser.add_argument(
-            "--max-batch",
-            type=int,
-            default=int(env["GLMTTS_MAX_BATCH"]) if env.get("GLMTTS_MAX_BATCH") else None,
-            help="GLM-TTS requests decoded together (default: 4 on CUDA, else 1)",
-        )
-        parser.add_argument("--decode", default=env.get("GLMTTS_DECODE") or None, choices=[None, "fast", "reference"])
-        parser.add_argument(
-            "--capture", default=env.get("GLMTTS_DECODE_CAPTURE") or None, choices=[None, "graphs", "compile", "eager"]
-        )
-        parser.add_argument("--outputs", default=env.get("GLMTTS_OUTPUTS", str(defaults.outputs)))
-        parser.add_argument("--max-upload-mb", type=int, default=int(env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb)))
-        parser.add_argument(
-            "--rate-limit",
-            type=int,
-            default=int(env.get("GLMTTS_RATE_LIMIT", defaults.rate_limit)),
-            help="requests a minute per client; 0 = off",
-        )
-        parser.add_argument(
-            "--request-timeout",
-            type=float,
-            default=float(env.get("GLMTTS_REQUEST_TIMEOUT_S", defaults.request_timeout_s)),
-            help="seconds",
-        )
-        parser.add_argument("--max-queue", type=int, default=int(env.get("GLMTTS_MAX_QUEUE", defaults.max_queue)))
-        parser.add_argument("--allowed-hosts", default=env.get("GLMTTS_ALLOWED_HOSTS", ""), help="comma-separated host names")
-        parser.add_argument("--allowed-origins", default=env.get("GLMTTS_ALLOWED_ORIGINS", ""), help="comma-separated origins")
-        parser.add_argument(
-            "--trusted-proxies", default=env.get("GLMTTS_TRUSTED_PROXIES", ""), help="comma-separated proxy addresses"
-        )
-        args, _ = parser.parse_known_args(argv)
+        add_server_arguments(parser)
+        add_engine_arguments(parser)
+        return cls.from_namespace(parser.parse_args(argv))
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> Settings:
+        """Settings from flags parsed by a parser built with `add_*_arguments` (flags of other names, such
+        as the CLI's own, are not settings) plus the settings read from the environment only."""
+        flags = {name: value for name, value in vars(args).items() if name in _FIELD_NAMES}
+        env = os.environ
         return cls(
-            host=args.host,
-            port=args.port,
-            device=args.device,
-            ckpt=Path(args.ckpt).expanduser() if args.ckpt else None,
-            dtype=args.dtype,
-            max_batch=None if args.max_batch is None else max(1, args.max_batch),
-            decode=args.decode,
-            capture=args.capture,
-            outputs=Path(args.outputs).expanduser().resolve(),
-            max_upload_mb=args.max_upload_mb,
+            **flags,
             api_key=env.get("GLMTTS_API_KEY") or None,  # environment only: a flag would show in `ps`
-            rate_limit=max(0, args.rate_limit),
-            request_timeout_s=args.request_timeout,
-            max_queue=max(1, args.max_queue),
-            voice_aliases=Path(env.get("GLMTTS_VOICE_ALIASES", str(defaults.voice_aliases))).expanduser(),
+            voice_aliases=Path(env.get("GLMTTS_VOICE_ALIASES", str(cls.voice_aliases))).expanduser(),
             redis_url=env.get("GLMTTS_REDIS_URL") or None,  # environment only: the URL may hold a password
             replica=env.get("GLMTTS_REPLICA", ""),
-            batch_lease_s=max(MIN_BATCH_LEASE_S, float(env.get("GLMTTS_BATCH_LEASE_S", defaults.batch_lease_s))),
-            allowed_hosts=comma_list(args.allowed_hosts),
-            allowed_origins=comma_list(args.allowed_origins),
-            trusted_proxies=comma_list(args.trusted_proxies),
+            batch_lease_s=max(MIN_BATCH_LEASE_S, float(env.get("GLMTTS_BATCH_LEASE_S", cls.batch_lease_s))),
             metrics_token=env.get("GLMTTS_METRICS_TOKEN") or None,  # environment only, as the API key
         )
+
+
+_FIELD_NAMES = frozenset(item.name for item in fields(Settings))
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags the app and the CLI share: device, checkpoint, GLM-TTS precision and decode, outputs.
+    Each defaults to its environment variable; a value outside a flag's choices is an error either way."""
+    env = os.environ
+    parser.add_argument("--device", default=env.get("GLMTTS_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--ckpt", type=_user_path, default=env.get("GLMTTS_CKPT") or None, help="GLM-TTS checkpoint root (ckpt/)")
+    parser.add_argument("--dtype", choices=DTYPES, default=_env_choice(parser, "GLMTTS_DTYPE", DTYPES))
+    parser.add_argument(
+        "--max-batch",
+        type=_at_least(1),
+        default=env.get("GLMTTS_MAX_BATCH") or None,
+        help="GLM-TTS requests decoded together (default: 4 on CUDA, else 1)",
+    )
+    parser.add_argument("--decode", choices=DECODES, default=_env_choice(parser, "GLMTTS_DECODE", DECODES))
+    parser.add_argument("--capture", choices=CAPTURES, default=_env_choice(parser, "GLMTTS_DECODE_CAPTURE", CAPTURES))
+    parser.add_argument("--outputs", type=_resolved_path, default=env.get("GLMTTS_OUTPUTS", str(PROJECT_ROOT / "outputs")))
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The web server's flags: address, limits and browser policy, each defaulting to its environment variable."""
+    env = os.environ
+    defaults = Settings
+    parser.add_argument("--host", default=env.get("GLMTTS_HOST", defaults.host))
+    parser.add_argument("--port", type=int, default=env.get("GLMTTS_PORT", defaults.port))
+    parser.add_argument("--max-upload-mb", type=int, default=env.get("GLMTTS_MAX_UPLOAD_MB", defaults.max_upload_mb))
+    parser.add_argument(
+        "--rate-limit",
+        type=_at_least(0),
+        default=env.get("GLMTTS_RATE_LIMIT", defaults.rate_limit),
+        help="requests a minute per client; 0 = off",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        dest="request_timeout_s",
+        type=float,
+        default=env.get("GLMTTS_REQUEST_TIMEOUT_S", defaults.request_timeout_s),
+        help="seconds",
+    )
+    parser.add_argument("--max-queue", type=_at_least(1), default=env.get("GLMTTS_MAX_QUEUE", defaults.max_queue))
+    parser.add_argument(
+        "--allowed-hosts", type=comma_list, default=env.get("GLMTTS_ALLOWED_HOSTS", ""), help="comma-separated host names"
+    )
+    parser.add_argument(
+        "--allowed-origins", type=comma_list, default=env.get("GLMTTS_ALLOWED_ORIGINS", ""), help="comma-separated origins"
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        type=comma_list,
+        default=env.get("GLMTTS_TRUSTED_PROXIES", ""),
+        help="comma-separated proxy addresses",
+    )
+
+
+def _env_choice(parser: argparse.ArgumentParser, name: str, choices: tuple[str, ...]) -> str | None:
+    """The environment variable `name` when set, which must be one of `choices` (else exit 2, as a bad flag)."""
+    value = os.environ.get(name) or None
+    if value is not None and value not in choices:
+        parser.error(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _at_least(floor: int):
+    """An argparse type: an integer, raised to `floor` when below it."""
+
+    def parse(raw: str) -> int:
+        return max(floor, int(raw))
+
+    parse.__name__ = "int"  # argparse names the type in its error: "invalid int value"
+    return parse
+
+
+def _user_path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _resolved_path(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
 
 
 def comma_list(raw: str) -> tuple[str, ...]:

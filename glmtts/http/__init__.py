@@ -1,4 +1,5 @@
-"""The HTTP API, by resource: speech, voices, batch, and the system routes (health, ready, status, metrics).
+"""The HTTP API, by resource: speech, voices, batch, discovery (models, Open WebUI's listings), and the
+system routes (health, ready, status, metrics).
 
 `create_api(service)` builds the FastAPI app that the UI is mounted on; every route reaches the
 service object it is given and nothing else. Errors go through one table (errors.py).
@@ -9,7 +10,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from glmtts.http.batch import batch_router
-from glmtts.http.errors import NotReady, install_error_handlers
+from glmtts.http.discovery import discovery_router
+from glmtts.http.errors import NotReady, add_v1_fallback, install_error_handlers
 from glmtts.http.security import SecurityMiddleware
 from glmtts.http.speech import speech_router
 from glmtts.http.system import system_router
@@ -32,4 +34,6 @@ def create_api(service: Service) -> FastAPI:
     api.include_router(speech_router(service, require_warm))
     api.include_router(voices_router(service, require_warm))
     api.include_router(batch_router(service, require_warm))
+    api.include_router(discovery_router(service))
+    add_v1_fallback(api)  # after every /v1 route
     return api

@@ -2,6 +2,9 @@
 
 Bodies carry the message twice: `detail` (FastAPI's shape, which our clients read) and `error`
 (OpenAI's shape, which the OpenAI SDKs read): {"detail": msg, "error": {"message", "type", "param", "code"}}.
+Every error answer has it: the table's, FastAPI's validation and HTTP errors (a missing required field
+is OpenAI's 400 naming it), unexpected 500s, and unknown paths or methods under /v1, which a fallback
+route answers before the UI mounted at "/" would (`add_v1_fallback`).
 """
 
 from __future__ import annotations
@@ -10,15 +13,26 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from glmtts.files import StorageError
 from glmtts.jobs import BatchTooLarge, JobLimit, JobNotFound, JobStateError
-from glmtts.openai_compat import openai_error, validation_error
+from glmtts.metrics import METHODS, UNMATCHED_ROUTE
+from glmtts.openai_compat import (
+    MISSING_PARAMETER,
+    MODEL_NOT_FOUND,
+    missing_parameter,
+    model_not_found,
+    openai_error,
+    validation_error,
+)
 from glmtts.options import OptionError
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import Cancelled, SynthesisError, TimeLimitExceeded
@@ -38,6 +52,15 @@ class NotReady(RuntimeError):
 
     def __init__(self) -> None:
         super().__init__("The model is still warming up; retry in a few seconds.")
+
+
+class ModelNotFound(LookupError):
+    """A model id this server does not run (OpenAI's 404 `model_not_found`)."""
+
+    param, code = "model", MODEL_NOT_FOUND
+
+    def __init__(self, model: str, engine_name: str) -> None:
+        super().__init__(model_not_found(model, engine_name))
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,7 @@ ERROR_TABLE: list[tuple[type[BaseException], _Rule]] = [
     (NotReady, _Rule(503, RETRY_AFTER_S)),
     (BatchTooLarge, _Rule(413)),
     (VoiceNotFound, _Rule(404)),
+    (ModelNotFound, _Rule(404)),
     (JobNotFound, _Rule(404)),
     (BuiltinVoice, _Rule(403)),
     (VoiceExists, _Rule(409)),
@@ -105,12 +129,14 @@ def _json_invalid_message(error: RequestValidationError) -> str | None:
     return None
 
 
-def error_body(status: int, message: str, param: str | None = None) -> dict[str, object]:
-    return {"detail": message, **openai_error(status, message, param)}
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    return {"detail": message, **openai_error(status, message, param, code)}
 
 
-def error_response(status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
+def error_response(
+    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None, code: str | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
 def response_for(error: BaseException) -> JSONResponse:
@@ -122,7 +148,8 @@ def response_for(error: BaseException) -> JSONResponse:
             headers = {"Retry-After": str(rule.retry_after_s)} if rule.retry_after_s else None
             if rule.message:
                 _LOGGER.warning("%s (%s: %s)", rule.message, type(error).__name__, error)
-            return error_response(rule.status, rule.message or str(error), getattr(error, "param", None), headers)
+            param, code = getattr(error, "param", None), getattr(error, "code", None)
+            return error_response(rule.status, rule.message or str(error), param, headers, code)
     return error_response(500, f"Internal error ({type(error).__name__}); see the server log.")
 
 
@@ -185,13 +212,58 @@ def install_error_handlers(api: FastAPI) -> None:
         return response_for(error)
 
     @api.exception_handler(HTTPException)
-    async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         parse_error = body_error_message(error.__cause__) if error.detail == FASTAPI_BODY_ERROR else None
-        return error_response(error.status_code, parse_error or str(error.detail), headers=error.headers)
+        message = parse_error or _url_error_message(request, error) or str(error.detail)
+        return error_response(error.status_code, message, headers=error.headers)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
         if parse_error := _json_invalid_message(error):
             return error_response(400, parse_error)
+        if missing := missing_parameter(error.errors()):
+            message, field = missing
+            return error_response(400, message, field, code=MISSING_PARAMETER)
         message, field = validation_error(error.errors())
         return error_response(422, message, field)
+
+
+def _url_error_message(request: Request, error: HTTPException) -> str | None:
+    """Starlette's bare "Not Found" / "Method Not Allowed" said as OpenAI says them, with the request's method and path."""
+    if error.status_code not in (404, 405) or error.detail != HTTPStatus(error.status_code).phrase:
+        return None
+    where = f"{request.method[:20]} {request.url.path[:200]}"  # bounded: an answer repeats no long input
+    if error.status_code == 404:
+        return f"Invalid URL ({where}): no such route; the API is listed at /docs."
+    return f"Invalid method for URL ({where}): use {(error.headers or {}).get('Allow', 'another method')}."
+
+
+class _UnmatchedV1:
+    """The ASGI app of the fallback route (an app, not a function, so that the route takes every method)."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+
+    def _routed(self, scope: Scope) -> bool:
+        """Whether a route before the fallback takes this request (asked by matching, which sees into
+        included routers too)."""
+        for route in self.api.router.routes:
+            if getattr(route, "name", None) == UNMATCHED_ROUTE:
+                return False
+            if route.matches(scope)[0] == Match.FULL:
+                return True
+        return False
+
+    async def __call__(self, scope: Scope, _receive: Receive, _send: Send) -> None:
+        allowed = sorted(method for method in METHODS if self._routed({**scope, "method": method}))
+        if allowed:
+            raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+        raise HTTPException(404)
+
+
+def add_v1_fallback(api: FastAPI) -> None:
+    """Answer unknown paths and methods under /v1 here, with the error body, rather than in the UI mounted at "/".
+
+    Call it after the last /v1 route: a path that one of them knows, asked with another method, is a 405
+    listing the methods it takes; any other is a 404."""
+    api.router.routes.append(Route("/v1/{path:path}", _UnmatchedV1(api), name=UNMATCHED_ROUTE, include_in_schema=False))

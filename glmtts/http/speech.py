@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, TypeVar
 
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.types import Receive, Scope, Send
 
 from glmtts.encoders import DEFAULT_FORMAT, FORMATS, SSE_MEDIA_TYPE, StreamEncoder, encode_audio, sse_audio_delta, sse_audio_done
-from glmtts.openai_compat import model_error, models_list, voice_name
+from glmtts.openai_compat import model_error, voice_name
 from glmtts.options import UNCOERCED_BOOL, OptionError, check_options
 from glmtts.pipeline import SynthesisRequest, playable
 from glmtts.service import Service
@@ -101,12 +100,6 @@ def text_headers(segment: Segment) -> dict[str, str]:
 
 def speech_router(service: Service, require_warm) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    created = int(time.time())
-
-    @router.get("/models")
-    def models() -> dict[str, object]:
-        """The model names a speech request may give (OpenAI's and the engine's); all run the loaded engine."""
-        return models_list(service.engine.name, created)
 
     @router.post("/audio/speech")
     async def speech(body: SpeechBody, request: Request) -> Response:

@@ -58,7 +58,7 @@ def test_flac_and_pcm_formats(app_server):
         ({"input": "hello", "speed": 10}, 400, "speed must be a number from 0.5 to 2"),
         ({"input": 12}, 422, ""),
         ({"input": "x" * 20001}, 400, "the limit is 20000"),
-        ({"voice": "libri_367"}, 422, ""),
+        ({"voice": "libri_367"}, 400, "Missing required parameter: 'input'."),
     ],
 )
 def test_bad_requests_get_clear_4xx(app_server, body, status, message):
@@ -103,3 +103,42 @@ def test_metrics_are_prometheus_text(app_server):
     for name in ("glmtts_synthesis_rtf_bucket", "glmtts_http_request_seconds_bucket", "glmtts_queue_waiting",
                  "glmtts_ready 1.0", 'glmtts_memory_mib{kind="rss_mib"}', "glmtts_batch_items_pending"):  # fmt: skip
         assert name in text, name
+
+
+def test_open_webui_lists_our_voices_and_models(app_server):
+    """Open WebUI's TTS settings (OpenAI engine, base URL .../v1) replayed: `GET {base}/audio/voices`, read as
+    `{voice["id"]: voice["name"]}`, and `GET {base}/audio/models`, read as `data["models"]`; no key sent."""
+    base = f"{app_server.url}/v1"
+    voices_response = httpx.get(f"{base}/audio/voices", timeout=30)
+    assert voices_response.status_code == 200, voices_response.text
+    voices = {voice["id"]: voice["name"] for voice in voices_response.json()["voices"]}
+    listing = httpx.get(f"{base}/voices", timeout=30).json()
+    assert set(voices) == {v["id"] for v in listing["voices"]} | {a["id"] for a in listing["aliases"]}
+    assert voices["libri_367"] == "libri_367" and voices["alloy"].startswith("alloy (libri_")
+    models = httpx.get(f"{base}/audio/models", timeout=30).json()["models"]
+    assert [model["id"] for model in models] == [model["id"] for model in httpx.get(f"{base}/models").json()["data"]]
+    for voice in ("libri_1688", "alloy"):  # what Open WebUI then sends: every listed name speaks
+        assert speak(app_server.url, "Listed, then spoken.", voice=voice, model=models[0]["id"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/v1/audio/nothing", 404, None),
+        ("PUT", "/v1/audio/voices", 405, "GET"),
+        ("GET", "/v1/voices/x/y", 404, None),
+    ],
+)
+def test_unknown_routes_and_methods_under_v1_carry_the_error_object(app_server, method, path, status, allow):
+    response = httpx.request(method, f"{app_server.url}{path}", timeout=30)
+    assert response.status_code == status and response.headers.get("allow") == allow, response.text
+    body = response.json()
+    assert body["error"]["type"] == "invalid_request_error" and body["detail"] == body["error"]["message"]
+    assert f"({method} {path})" in body["detail"]
+
+
+def test_unknown_v1_paths_are_one_metric_series(app_server):
+    for n in range(3):
+        httpx.get(f"{app_server.url}/v1/made-up-{n}", timeout=30)
+    text = httpx.get(f"{app_server.url}/metrics").text
+    assert 'route="other"' in text and "made-up" not in text

@@ -1,7 +1,7 @@
 """The official `openai` Python SDK against the running app, changed in nothing but `base_url`: OpenAI's
 voice names, every response format (decoded: codec, sample rate, length), chunked streaming that starts
-before the synthesis ends, SSE events, OpenAI-shaped errors that the SDK turns into its exceptions,
-and the model list."""
+before the synthesis ends, SSE events, OpenAI-shaped errors that the SDK turns into its exceptions
+(a missing field, an unknown model, route or method included), and the models, listed and retrieved."""
 
 import base64
 import json
@@ -212,6 +212,15 @@ def test_unknown_format_and_model_are_named(client):
     assert "tts-9000" in caught.value.message
 
 
+def test_a_missing_input_raises_bad_request_naming_it(client):
+    """OpenAI answers a body without a required field with a 400 naming it (FastAPI's default is a 422)."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/audio/speech", body={"model": "tts-1", "voice": "alloy"}, cast_to=httpx.Response)
+    check_error_body(caught.value)
+    assert caught.value.param == "input" and caught.value.code == "missing_required_parameter"
+    assert caught.value.body["message"] == "Missing required parameter: 'input'."
+
+
 def test_empty_input_keeps_todays_message(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="tts-1", voice="alloy", input="")
@@ -227,6 +236,10 @@ def test_empty_input_keeps_todays_message(client):
         ("POST", "/v1/audio/speech", {"json": {"input": "hello", "speed": "fast"}}),
         ("POST", "/v1/audio/speech", {"json": {"voice": "alloy"}}),
         ("POST", "/v1/batch", {"content": b"x", "headers": {"content-type": "text/plain"}}),
+        ("GET", "/v1/models/nope", {}),
+        ("GET", "/v1/no/such/route", {}),  # an unknown path under /v1: ours to answer, not the UI's
+        ("GET", "/v1/audio/speech", {}),  # a known path, another method: 405
+        ("DELETE", "/v1/models", {}),
     ],
 )
 def test_errors_on_every_v1_route_share_openais_shape(app_server, method, path, kwargs):
@@ -242,6 +255,17 @@ def test_errors_on_every_v1_route_share_openais_shape(app_server, method, path, 
 def test_models_list_names_openais_models_and_ours(client):
     ids = [model.id for model in client.models.list()]
     assert {"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "embedded"} <= set(ids)
+
+
+def test_every_listed_model_is_retrieved_and_an_unknown_one_is_not_found(client):
+    for listed in client.models.list():
+        model = client.models.retrieve(listed.id)
+        assert (model.id, model.object, model.created, model.owned_by) == (listed.id, "model", listed.created, listed.owned_by)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("nope")
+    check_error_body(caught.value)
+    assert caught.value.param == "model" and caught.value.code == "model_not_found"
+    assert "'nope' does not exist" in caught.value.message and "tts-1" in caught.value.message  # what would work
 
 
 def test_voices_list_the_openai_aliases(app_server):

@@ -51,7 +51,7 @@ SPEECH_CASES = [
     ("input null", {"json": {"input": None}}, 422, "valid string"),
     ("input a number", {"json": {"input": 12}}, 422, "valid string"),
     ("input a list", {"json": {"input": ["hello"]}}, 422, "valid string"),
-    ("input missing", {"json": {"voice": "libri_367"}}, 422, "field required"),
+    ("input missing", {"json": {"voice": "libri_367"}}, 400, "missing required parameter: 'input'"),
     ("lone surrogate", raw_json('{"input": "\\ud800"}'), 400, "nothing to speak"),
     ("unknown voice", {"json": {"input": "hello", "voice": "nobody"}}, 400, "there is no voice 'nobody'"),
     ("voice as a relative path", {"json": {"input": "hello", "voice": "../../etc/passwd"}}, 400, "there is no voice"),
@@ -74,7 +74,7 @@ SPEECH_CASES = [
     ("stream not a boolean", {"json": {"input": "hello", "stream": "maybe"}}, 422, "boolean"),
     ("malformed JSON", raw_json('{"input": "hello"'), 400, "not valid json: expecting ',' delimiter at line 1 column 18"),
     ("JSON array body", {"json": ["hello"]}, 422, "dictionary"),
-    ("empty body", {"headers": {"content-type": "application/json"}}, 422, "field required"),
+    ("empty body", {"headers": {"content-type": "application/json"}}, 400, "missing request body"),
     ("text/plain body", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 422, ""),
     ("oversized body", {"content": b"\0" * TOO_BIG, "headers": {"content-type": "application/json"}}, 413, "limit"),
     (

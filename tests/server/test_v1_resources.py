@@ -132,6 +132,8 @@ def test_saved_voice_is_created_listed_and_spoken(supervised):
     assert {"libri_367", voice["id"]} <= {v["id"] for v in listed}
     assert [v["builtin"] for v in listed if v["id"] == "libri_367"] == [True]
     assert httpx.get(f"{url}/v1/voices/{voice['id']}").json()["name"] == "Narrator One"
+    open_webui = httpx.get(f"{url}/v1/audio/voices").json()["voices"]  # Open WebUI's listing has saved voices too
+    assert {"id": voice["id"], "name": "Narrator One"} in open_webui and {"id": "libri_367", "name": "libri_367"} in open_webui
 
     spoken = speak(url, "A saved voice speaks.", voice=voice["id"])
     assert spoken.status_code == 200 and spoken.content[:4] == b"RIFF" and len(spoken.content) > 20000

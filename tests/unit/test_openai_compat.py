@@ -5,14 +5,25 @@ import logging
 from pathlib import Path
 
 import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
+from glmtts.http.errors import add_v1_fallback, install_error_handlers
+from glmtts.http.speech import SpeechBody
+from glmtts.metrics import Metrics, MetricsMiddleware
 from glmtts.openai_compat import (
     OPENAI_MODELS,
     OPENAI_VOICES,
     VoiceAliases,
+    audio_models,
     error_type,
+    missing_parameter,
     model_error,
     model_names,
+    model_not_found,
+    model_object,
     models_list,
     openai_error,
     validation_error,
@@ -111,6 +122,10 @@ def test_models_accept_openai_names_and_the_loaded_engine():
     assert listed["object"] == "list"
     assert [m["id"] for m in listed["data"]] == list(model_names("embedded"))
     assert all(m["object"] == "model" and m["created"] == 123 and m["owned_by"] for m in listed["data"])
+    assert listed["data"][1] == model_object("tts-1", 123)
+    assert audio_models("embedded") == {"models": [{"id": name} for name in model_names("embedded")]}  # Open WebUI's shape
+    message = model_not_found("nope", "embedded")
+    assert "'nope' does not exist" in message and "tts-1" in message
 
 
 @pytest.mark.parametrize(
@@ -154,3 +169,82 @@ def test_validation_errors_become_one_message_and_the_field():
     assert message == "speed: Input should be a valid number. input: Field required." and param == "speed"
     assert validation_error([{"loc": ("body",), "msg": "Invalid JSON"}]) == ("Invalid JSON.", None)
     assert validation_error([]) == ("The request is invalid.", None)
+
+
+def test_a_missing_field_is_named_as_openai_names_it():
+    errors = [
+        {"loc": ("body", "speed"), "msg": "Input should be a valid number", "type": "float_parsing"},
+        {"loc": ("body", "input"), "msg": "Field required", "type": "missing"},
+    ]
+    assert missing_parameter(errors) == ("Missing required parameter: 'input'.", "input")
+    assert missing_parameter([{"loc": ("query", "limit"), "type": "missing"}]) == (
+        "Missing required parameter: 'limit'.",
+        "limit",
+    )
+    assert missing_parameter([{"loc": ("body",), "type": "missing"}]) == ("Missing request body: send a JSON object.", None)
+    assert missing_parameter(errors[:1]) is None  # other validation errors stay 422s
+
+
+async def not_found_page(scope: Scope, receive: Receive, send: Send) -> None:
+    """What Gradio, mounted at "/", answers for a path it does not know."""
+    await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def v1_app() -> tuple[TestClient, Metrics]:
+    """A tiny app shaped like the real one: a /v1 router, the error handlers, the fallback, the UI at "/"."""
+    app, metrics, router = FastAPI(), Metrics(), APIRouter(prefix="/v1")
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+
+    @router.post("/audio/speech")
+    def speech(body: SpeechBody) -> dict[str, str]:
+        return {"input": body.input}
+
+    app.include_router(router)  # included, as the real routes are: the fallback must see into routers
+    add_v1_fallback(app)
+    app.mount("/", not_found_page)
+    return TestClient(app), metrics
+
+
+def check_error(response, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body == {
+        "detail": message,
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code},
+    }
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PATCH"])
+def test_unknown_paths_under_v1_get_the_error_body_not_the_uis_404(v1_app, method):
+    http, _metrics = v1_app
+    message = f"Invalid URL ({method} /v1/audio/nothing): no such route; the API is listed at /docs."
+    check_error(http.request(method, "/v1/audio/nothing"), 404, message)
+    assert http.get("/elsewhere").json() == {"detail": "Not Found"}  # outside /v1 the UI answers, as before
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "MADE-UP"])
+def test_a_known_v1_path_with_another_method_is_a_405_naming_the_allowed_ones(v1_app, method):
+    http, _metrics = v1_app
+    response = http.request(method, "/v1/audio/speech")
+    check_error(response, 405, f"Invalid method for URL ({method} /v1/audio/speech): use POST.")
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_missing_field_is_a_400_other_validation_errors_stay_422(v1_app):
+    http, _metrics = v1_app
+    missing = "Missing required parameter: 'input'."
+    check_error(http.post("/v1/audio/speech", json={"voice": "alloy"}), 400, missing, "input", "missing_required_parameter")
+    check_error(http.post("/v1/audio/speech", json={"seed": "abc"}), 400, missing, "input", "missing_required_parameter")
+    wrong_type = http.post("/v1/audio/speech", json={"input": 12})
+    assert wrong_type.status_code == 422 and wrong_type.json()["error"]["param"] == "input"
+    assert http.post("/v1/audio/speech", json={"input": "hi"}).json() == {"input": "hi"}
+
+
+def test_unknown_v1_paths_add_no_metric_series(v1_app):
+    http, metrics = v1_app
+    for n in range(3):
+        http.get(f"/v1/made-up/{n}")
+    exposition = metrics.exposition().decode()
+    assert 'route="other"' in exposition and "made-up" not in exposition and "{path:path}" not in exposition

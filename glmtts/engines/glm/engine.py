@@ -16,6 +16,10 @@ from the request's seed (noise.py).
 Streaming (`stream`, per request when the options carry it): the flow and the vocoder turn tokens
 into audio block by block while the LLM still decodes (streaming.py), and each segment comes out
 in several pieces. A non-streamed segment on the reference path stays upstream-exact.
+
+An optimisation that fails at warm-up does not fail start-up: a step capture (CUDA graphs,
+torch.compile) that raises falls back to the eager step, and bf16/fp16 that raises or makes
+non-finite audio reloads the LLM and the flow in fp32; each fallback is logged and described.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from glmtts.engine import Engine
 from glmtts.engines.glm import checkpoint
 from glmtts.engines.glm.batcher import DecodeBatcher
 from glmtts.engines.glm.campplus import CamPlusSpeaker
-from glmtts.engines.glm.fast_decode import CAPTURES, DEFAULT_MAX_POSITIONS, SYNC_EVERY, FastDecoder
+from glmtts.engines.glm.choices import CAPTURES, DECODES, DTYPES
+from glmtts.engines.glm.fast_decode import DEFAULT_MAX_POSITIONS, SYNC_EVERY, FastDecoder
 from glmtts.engines.glm.flow import FlowDecoder
 from glmtts.engines.glm.llm import GenerationRequest, SpeechLM
 from glmtts.engines.glm.mel import audio_to_prompt_mel
@@ -49,8 +54,7 @@ from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, Synthe
 
 _LOGGER = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DECODES = ("fast", "reference")
+TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 HIFT_RATE = 24000
 VOCOS_RATE = 32000
 DEFAULT_RATE = HIFT_RATE
@@ -127,7 +131,7 @@ class GLMTTSEngine(Engine):
         "eager" (None: a CUDA graph of the eager step on CUDA, eager on the CPU). `max_positions`: prompt +
         generated ids the fast path's KV cache holds per row."""
         if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+            raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         if decode is not None and decode not in DECODES:
@@ -138,7 +142,7 @@ class GLMTTSEngine(Engine):
         self._dtype_name = dtype
         self._max_batch_setting = max_batch
         self._decode_setting = decode
-        self._capture_setting = capture
+        self._capture = capture  # None: the fast path's default for the device; "eager" after a failed capture
         self._max_positions = max_positions
         self.stream_default = stream
         self.max_batch = max_batch or 1
@@ -148,6 +152,7 @@ class GLMTTSEngine(Engine):
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
         self.load_seconds: dict[str, float] = {}
+        self.fallbacks: list[str] = []  # what warm-up fell back from, and why
         self.schedule = StreamSchedule()
 
     # ----------------------------------------------------------------- lifecycle
@@ -166,44 +171,95 @@ class GLMTTSEngine(Engine):
         root = self.ckpt_root
         timed = self._timed_load
         self.tokenizer = timed("text_tokenizer", TextTokenizer.load, root / checkpoint.TEXT_TOKENIZER_DIR)
-        self.llm = timed("llm", SpeechLM.load, root / checkpoint.LLM_DIR, self.device, self.dtype, self.tokenizer.speech_ids)
         self.speech_tokenizer = timed(
             "speech_tokenizer", SpeechTokenizer.load, root / checkpoint.SPEECH_TOKENIZER_DIR, self.device
         )
         self.speaker = timed("campplus", CamPlusSpeaker.load, checkpoint.find_campplus(root), self.device)
-        self.flow = timed("flow", FlowDecoder.load, root / checkpoint.FLOW_DIR, self.device, self.dtype)
         self.vocoders: dict[int, HiFTVocoder | Vocos2DVocoder] = {
             HIFT_RATE: timed("hift", HiFTVocoder.load, root / checkpoint.HIFT_FILE, self.device),
             VOCOS_RATE: timed("vocos2d", Vocos2DVocoder.load, root / checkpoint.VOCOS_FILE, self.device),
         }
         self.max_batch = self._max_batch_setting or (CUDA_MAX_BATCH if self.device.type == "cuda" else 1)
         self.decode = self._decode_setting or ("fast" if self.device.type == "cuda" else "reference")
-        if self.decode == "fast":
-            self.fast = timed("fast_decode", FastDecoder, self.llm, self.max_batch, self._max_positions, self._capture_setting)
-        # The fast path always decodes in the batcher's worker thread: its static state serves one decode
-        # at a time, and a streamed request pauses between pieces while others may start.
-        if self.fast is not None:
-            self.batcher = DecodeBatcher(self.fast, self.max_batch)
-        else:
-            self.batcher = DecodeBatcher(self.llm, self.max_batch) if self.max_batch > 1 else None
+        self._load_llm_and_flow()
         seconds = sum(self.load_seconds.values())
         _LOGGER.info(
             "GLM-TTS loaded on %s (%s, %s decode, max batch %d) in %.1f s",
             self.device, self.dtype, self.decode, self.max_batch, seconds,
         )  # fmt: skip
 
+    def _load_llm_and_flow(self) -> None:
+        """The stages in the engine dtype (the LLM, the flow) and the decode path in front of the LLM."""
+        timed = self._timed_load
+        llm_dir, flow_dir = self.ckpt_root / checkpoint.LLM_DIR, self.ckpt_root / checkpoint.FLOW_DIR
+        self.llm = timed("llm", SpeechLM.load, llm_dir, self.device, self.dtype, self.tokenizer.speech_ids)
+        self.flow = timed("flow", FlowDecoder.load, flow_dir, self.device, self.dtype)
+        self._build_decode_path()
+
+    def _build_decode_path(self) -> None:
+        """The fast decoder (fast path) and the batcher in front of the decoder. The fast path always
+        decodes in the batcher's worker thread: its static state serves one decode at a time, and a
+        streamed request pauses between pieces while others may start."""
+        self.fast = None
+        if self.decode == "fast":
+            self.fast = self._timed_load("fast_decode", FastDecoder, self.llm, self.max_batch, self._max_positions, self._capture)
+        decoder = self.fast or self.llm
+        if self.fast is None and self.max_batch == 1:
+            self.batcher = None
+        elif self.batcher is None:
+            self.batcher = DecodeBatcher(decoder, self.max_batch)
+        else:  # rebuilt after a fallback: the batcher's worker reads its decoder per batch
+            self.batcher.decoder = decoder
+
     def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
         """Capture every decode shape of the fast path, then one short synthesis per language at each
-        rate, whole and streamed, with a fixed LLM length (WARMUP_TOKENS)."""
+        rate, whole and streamed, with a fixed LLM length (WARMUP_TOKENS). A failed step capture falls
+        back to the eager step, a failed or non-finite bf16/fp16 run to fp32, and warm-up starts over."""
+        while True:
+            try:
+                return self._warm(voice, segments_by_language)
+            except _CaptureError as error:
+                self._fall_back(f"{self.fast.capture} step capture failed", error.__cause__, "the eager step")
+                self._capture = "eager"
+                self._build_decode_path()
+            except Exception as error:
+                if self.dtype == torch.float32:
+                    raise
+                self._fall_back(f"{_dtype_name(self.dtype)} warm-up failed", error, "float32")
+                self._reload_in_fp32()
+
+    def _reload_in_fp32(self) -> None:
+        """The LLM and the flow again, in float32; the old ones go first (their memory with them)."""
+        self.llm = self.flow = self.fast = None
+        if self.batcher is not None:
+            self.batcher.decoder = None  # _build_decode_path hands it the new decoder
+        self.release_caches()
+        self.dtype = torch.float32
+        self._load_llm_and_flow()
+
+    def _warm(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
         if self.fast is not None:
-            self.fast.warmup()
+            try:
+                self.fast.warmup()
+            except Exception as error:
+                if self.fast.capture == "eager":
+                    raise
+                raise _CaptureError from error
             self.load_seconds["decode_capture"] = self.fast.capture_seconds
         for rate in self.sample_rates:
             options = SynthesisOptions(sample_rate=rate, forced_tokens_per_segment=WARMUP_TOKENS)
             for segments in segments_by_language.values():
                 for stream in (False, True):
-                    for _ in self._synthesize(segments[:1], voice, options, None, stream):
-                        pass
+                    for piece in self._synthesize(segments[:1], voice, options, None, stream):
+                        if not np.isfinite(piece.audio).all():
+                            raise FloatingPointError(f"non-finite audio at {rate} Hz")
+
+    def _fall_back(self, what: str, error: BaseException | None, instead: str) -> None:
+        """Log a fallback with its traceback, and keep its reason (first line of the error) for `describe`."""
+        lines = str(error).strip().splitlines()
+        reason = f"{what} ({type(error).__name__}: {lines[0][:200] if lines else ''}); using {instead}"
+        _LOGGER.warning("GLM-TTS warm-up: %s", reason, exc_info=error)
+        self.fallbacks.append(reason)
 
     # ----------------------------------------------------------------- prompts
     def prepare_voice(self, audio: np.ndarray, sample_rate: int, prompt_text: str, key: str) -> PromptVoice:
@@ -422,7 +478,7 @@ class GLMTTSEngine(Engine):
     def describe(self) -> dict[str, object]:
         facts = super().describe()
         facts.update(checkpoint.describe_checkpoint(self.ckpt_root))
-        facts["dtype"] = str(self.dtype).removeprefix("torch.") if self.dtype else self._dtype_name
+        facts["dtype"] = _dtype_name(self.dtype) if self.dtype else self._dtype_name
         facts["device"] = str(self.device) if self.device else None
         facts["max_batch"] = self.max_batch
         facts["decode"] = self.decode
@@ -432,6 +488,7 @@ class GLMTTSEngine(Engine):
             facts["decode_sync_every"] = SYNC_EVERY
             facts["decode_buckets"] = {"rows": self.fast.batch_sizes, "positions": list(self.fast.buckets)}
             facts["kv_cache_mib"] = round(self.fast.kv_cache_bytes / _MIB, 1)
+        facts["fallbacks"] = list(self.fallbacks)
         facts["load_seconds"] = {name: round(seconds, 2) for name, seconds in self.load_seconds.items()}
         return facts
 
@@ -448,6 +505,14 @@ class GLMTTSEngine(Engine):
             raise RuntimeError("GLMTTSEngine.load(device) must be called first")
 
 
+class _CaptureError(Exception):
+    """The fast path's step capture failed at warm-up (the cause is chained)."""
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def _check(cancel: CancelToken | None) -> None:
     if cancel is not None:
         cancel.check()
@@ -456,7 +521,7 @@ def _check(cancel: CancelToken | None) -> None:
 def _resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """The requested dtype, else bf16 on a CUDA device that supports it, else float32."""
     if name is not None:
-        return DTYPES[name]
+        return TORCH_DTYPES[name]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32

@@ -18,7 +18,8 @@ model keeps using, so no weight is stored twice) and does, per step, everything 
   (and the done flags); a row that ended keeps stepping harmlessly until its batch stops;
 - the step is captured once per bucket: a CUDA graph on a GPU (of the eager step by default, of the
   torch.compile'd step with capture "compile"), plain or compiled on the CPU. `warmup()` captures
-  every bucket, so no request ever pays a compile.
+  every bucket, so no request ever pays a compile; a capture that fails raises there (the engine
+  then rebuilds this decoder with the eager step).
 
 Prefill runs eagerly, one row at a time, writing that row's cache positions.
 """
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glmtts.engines.glm.choices import CAPTURES
 from glmtts.engines.glm.llm import GenerationRequest, SpeechLM
 from glmtts.engines.glm.sampling import METHOD_CODES, SamplingConfig, sample_rows
 
@@ -45,7 +47,6 @@ SYNC_EVERY = 16  # decode steps between two looks of the host at the device
 MAX_TOP_K = 128  # candidates the device sampler ranks; larger top_k settings are capped to it
 CAPACITY_BUCKETS = (512, 1024, 2048, 4096, 8192)  # positions per row of the captured steps
 DEFAULT_MAX_POSITIONS = 4096  # prompt + generated ids one row may hold (the KV cache's length)
-CAPTURES = ("eager", "compile", "graphs")  # graphs: CUDA graph of the eager step; compile: of the compiled step on CUDA
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32)  # rows of the captured steps (and max_batch): a batch takes the next size up
 WARMUP_PROMPT = 8
 _RAS_WINDOW = SamplingConfig().window
@@ -471,19 +472,7 @@ class FastDecoder:
                 self._outside, self.capture,
             )  # fmt: skip
             if self.capture != "eager":
-                try:
-                    decoder.capture()
-                except Exception as error:  # a compiler that fails: keep going with the plain step, captured
-                    if self.capture != "compile":
-                        raise
-                    _LOGGER.warning("torch.compile of the decode step failed (%s); using the eager step", error)
-                    self.capture = "graphs" if self.device.type == "cuda" else "eager"
-                    decoder = StaticDecoder(
-                        self.weights, rows, capacity, self._keys, self._values, self._rotary,
-                        self.llm.speech_ids.end_of_speech, self._outside, self.capture,
-                    )  # fmt: skip
-                    if self.capture == "graphs":
-                        decoder.capture()
+                decoder.capture()  # may raise: the engine's warm-up then falls back to the eager step
             self._decoders[key] = decoder
         return decoder
 
