@@ -4,27 +4,16 @@ the rules that used to overreach, the context model and g2pM's network, and a fl
 Readings are lexical (before tone sandhi), as `ChineseG2P.readings` gives them.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from glmtts.frontend.g2p_zh import ChineseG2P
 from glmtts.frontend.g2pm_reader import NeuralReader
 from glmtts.frontend.polyphone_model import MODEL_RESOURCE
 
-_ROOT = Path(__file__).resolve().parents[2]
+from .test_mandarin_set import bench  # bench/bench_frontend.py, loaded once
+
 MIN_CPP_SAMPLE_ACCURACY = 0.95  # the shipped dev-split sample, held out of the model's training
 MAX_MODEL_BYTES = 2_000_000
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_frontend", _ROOT / "bench" / "bench_frontend.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +147,6 @@ def test_neural_reader_matches_g2pm():
 
 def test_cpp_sample_floor(g2p):
     """400 lines of CPP's dev split, held out of the model's training (the full figures: bench_frontend.py)."""
-    bench = _bench()
     items = bench.read_cpp(bench.CPP_SAMPLE)
     result = bench.score_cpp(items, g2p.readings)
     assert result["total"] == 400
@@ -169,6 +157,5 @@ def test_without_the_model_the_sample_falls_back_to_dictionary_readings():
     """The floor above is the model's doing: without it the same lines read far worse."""
     plain = ChineseG2P()
     plain.load(use_model=False)
-    bench = _bench()
     result = bench.score_cpp(bench.read_cpp(bench.CPP_SAMPLE), plain.readings)
     assert result["strict"] / result["total"] < MIN_CPP_SAMPLE_ACCURACY
