@@ -31,6 +31,7 @@ from glmtts.frontend.process import FrontendProcess
 from glmtts.jobs import BatchJobs
 from glmtts.metrics import Metrics
 from glmtts.pipeline import Pipeline, SynthesisRequest
+from glmtts.ratelimit import Limiter, RateLimiter
 from glmtts.scheduler import DeviceScheduler
 from glmtts.session import SpeechSession
 from glmtts.settings import Settings
@@ -60,6 +61,7 @@ class Service:
 
             self.shared = connect(settings.redis_url, settings.replica)
             store = RedisVoiceStore(self.shared)
+        self.limiter = self._rate_limiter(settings.rate_limit)
         self.voices = VoiceLibrary(settings, engine, self.frontend, self.scheduler, self.device, store)
         self.pipeline = Pipeline(engine, self.frontend, self.voices, self.scheduler, settings.request_timeout_s)
         if self.shared is None:
@@ -80,6 +82,17 @@ class Service:
         self.history: deque[tuple[float, float, int]] = deque(maxlen=HISTORY_POINTS)  # (time, RSS MiB, waiting)
         self._stopping = threading.Event()
         self._register_metrics()
+
+    def _rate_limiter(self, per_minute: int) -> Limiter | None:
+        """The HTTP middleware's rate limiter (None: no limit); with shared state its buckets are in Redis,
+        through the service's one client."""
+        if per_minute <= 0:
+            return None
+        if self.shared is None:
+            return RateLimiter(per_minute)
+        from glmtts.cluster.ratelimit import RedisRateLimiter
+
+        return RedisRateLimiter(per_minute, self.shared)
 
     # ----------------------------------------------------------------- lifecycle
     def load(self) -> None:

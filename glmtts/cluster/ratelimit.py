@@ -1,4 +1,4 @@
-"""Per-client rate limits across replicas: the token bucket of glmtts.http.security, kept in Redis.
+"""Per-client rate limits across replicas: the token bucket of glmtts.ratelimit, kept in Redis.
 
 Keys:
     glmtts:ratelimit:<sha256 of the client, 16 hex>   hash: tokens, updated (ms, Redis's clock)
@@ -14,7 +14,7 @@ import hashlib
 from redis.exceptions import RedisError
 
 from glmtts.cluster import KEY_PREFIX, SharedState, SharedStateUnavailable
-from glmtts.http.security import SECONDS_PER_MINUTE
+from glmtts.ratelimit import SECONDS_PER_MINUTE
 
 # KEYS: bucket; ARGV: capacity (tokens), refill rate (tokens per ms). Returns the wait in ms ("0" when allowed).
 _ACQUIRE = """

@@ -22,7 +22,7 @@ from glmtts.service import Service
 
 def create_api(service: Service) -> FastAPI:
     api = FastAPI(title="GLM-TTS warm WebUI", docs_url="/docs", redoc_url=None)
-    api.add_middleware(SecurityMiddleware, settings=service.settings, warmup_token=service.warmup_token)
+    api.add_middleware(SecurityMiddleware, settings=service.settings, limiter=service.limiter, warmup_token=service.warmup_token)
     api.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: sees the security middleware's answers too
     install_error_handlers(api)
 

@@ -26,10 +26,7 @@ import ipaddress
 import json
 import logging
 import math
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -38,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glmtts.http.errors import error_body
 from glmtts.http.origin import BrowserPolicy, request_origin
+from glmtts.ratelimit import Limiter
 from glmtts.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,8 +52,6 @@ KEY_REQUIRED = "An API key is required: send 'Authorization: Bearer <key>' or 'X
 WARMUP_HEADER = "x-glmtts-warmup"  # the app's own warm-up requests: neither keyed nor rate limited
 API_PREFIX = "/v1/"
 UI_LIMITED_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/login")
-MAX_TRACKED_CLIENTS = 10_000  # buckets kept before idle (full) ones are dropped
-SECONDS_PER_MINUTE = 60.0
 SHARED_STATE_RETRY_S = 5
 
 
@@ -99,54 +95,6 @@ def warn_if_exposed(settings: Settings) -> None:
         _LOGGER.warning("Listening on %s without GLMTTS_API_KEY: anyone who can reach the port can use it.", settings.host)
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """A token bucket per client: `per_minute` requests a minute, in bursts of up to `per_minute`."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
-        self.per_minute = per_minute
-        self._rate = per_minute / SECONDS_PER_MINUTE  # tokens per second
-        self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, client: str) -> float:
-        """Take one token for `client`: 0.0 when allowed, else the seconds until a token is due."""
-        now = self._clock()
-        with self._lock:
-            bucket = self._buckets.get(client)
-            if bucket is None:
-                if len(self._buckets) >= MAX_TRACKED_CLIENTS:
-                    self._drop_idle(now)
-                bucket = self._buckets[client] = _Bucket(float(self.per_minute), now)
-            bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.updated) * self._rate)
-            bucket.updated = now
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
-                return 0.0
-            return (1.0 - bucket.tokens) / self._rate
-
-    def _drop_idle(self, now: float) -> None:
-        full_after_s = self.per_minute / self._rate
-        for client in [c for c, b in self._buckets.items() if now - b.updated >= full_after_s]:
-            del self._buckets[client]
-
-
-def _limiter(settings: Settings, clock: Callable[[], float]):
-    """The token buckets: in this process, or in Redis when replicas share state."""
-    if settings.redis_url:
-        from glmtts.cluster import connect
-        from glmtts.cluster.ratelimit import RedisRateLimiter
-
-        return RedisRateLimiter(settings.rate_limit, connect(settings.redis_url, settings.replica))
-    return RateLimiter(settings.rate_limit, clock)
-
-
 class BodyTooLarge(HTTPException):
     """A request body over the limit; an HTTPException so FastAPI's body parsing passes it on as it is."""
 
@@ -157,13 +105,14 @@ class BodyTooLarge(HTTPException):
 class SecurityMiddleware:
     """The browser policy, credentials, rate limit and body size checks for every request (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, warmup_token: str = "", clock: Callable[[], float] = time.monotonic):
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: Limiter | None = None, warmup_token: str = ""):
+        """`limiter`: the service's rate limiter (glmtts.ratelimit.build_limiter), None when there is no limit."""
         self.app = app
         self.warmup_token = warmup_token.encode("latin-1")
         self.keys = parse_api_keys(settings.api_key)
         self.metrics_tokens = parse_api_keys(settings.metrics_token)
         self.browser = BrowserPolicy.from_settings(settings)
-        self.limiter = _limiter(settings, clock) if settings.rate_limit > 0 else None
+        self.limiter = limiter
         self.max_body_bytes = settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -254,7 +203,7 @@ class SecurityMiddleware:
 
     async def _took_token(self, client: str, send: Send) -> bool:
         """One token from `client`'s bucket; sends 429 (or 503 when the shared store is down) and returns False if none."""
-        if getattr(self.limiter, "shared", False):  # a network call: kept off the event loop
+        if self.limiter.shared:  # a network call: kept off the event loop
             try:
                 wait_s = await run_in_threadpool(self.limiter.acquire, client)
             except self.limiter.Unavailable as error:

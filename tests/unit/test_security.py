@@ -7,10 +7,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.testclient import TestClient
 
+from glmtts.cluster import connect
+from glmtts.cluster.ratelimit import RedisRateLimiter
 from glmtts.http.origin import is_same_origin, normalize_origin, split_host
 from glmtts.http.security import (
     WARMUP_HEADER,
-    RateLimiter,
     SecurityMiddleware,
     gradio_auth,
     parse_api_keys,
@@ -18,6 +19,7 @@ from glmtts.http.security import (
     warn_if_exposed,
 )
 from glmtts.metrics import Metrics, MetricsMiddleware
+from glmtts.ratelimit import RateLimiter
 from glmtts.settings import Settings
 
 SERVER = "127.0.0.1:7860"
@@ -34,7 +36,12 @@ class FakeClock:
 
 def make_app(clock=None, **settings) -> FastAPI:
     app = FastAPI()
-    app.add_middleware(SecurityMiddleware, settings=Settings(**settings), clock=clock or FakeClock())
+    settings = Settings(**settings)
+    if settings.redis_url:  # as the service builds it
+        limiter = RedisRateLimiter(settings.rate_limit, connect(settings.redis_url, settings.replica))
+    else:
+        limiter = RateLimiter(settings.rate_limit, clock or FakeClock()) if settings.rate_limit > 0 else None
+    app.add_middleware(SecurityMiddleware, settings=settings, limiter=limiter)
 
     @app.get("/health")
     def health():
