@@ -11,11 +11,9 @@ import hashlib
 import logging
 import shutil
 import time
-from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 from gradio.utils import get_upload_folder
 
 from glmtts.audio import write_wav
@@ -29,6 +27,8 @@ from glmtts.pipeline import SynthesisRequest, playable
 from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.service import Service
 from glmtts.types import Cancelled, SynthesisError, SynthesisOptions
+from glmtts.ui_examples import PHONEME_EXAMPLES, SINGLE_EXAMPLES, add_examples, shipped_voices
+from glmtts.ui_system import build_system_tab
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ LIVE_PLAYBACK = shutil.which("ffmpeg") is not None
 JOB_POLL_S = 0.5
 JSONL_MODE, LINES_MODE = "JSONL (GLM-TTS format)", "One utterance a line"
 JOB_COLUMNS = ["id", "name", "status", "done", "total", "ok", "errors", "created"]
-SYSTEM_REFRESH_S = 10
 # The sampling widgets' starting values: a value left there is sent as None (the model's default).
 SAMPLING_DEFAULTS = {"sampling": "ras", "top_k": 25, "top_p": 0.8, "temperature": 1.0}
 USER_ERRORS = (SynthesisError, JobLimit, QueueFull, QueueTimeout, Cancelled)
@@ -46,7 +45,7 @@ USER_ERRORS = (SynthesisError, JobLimit, QueueFull, QueueTimeout, Cancelled)
 def build_ui(service: Service) -> gr.Blocks:
     """The UI; batch work goes to the service's jobs, the same queue as /v1/batch, so it survives a closed page or a crash."""
     engine, pipeline, jobs, settings = service.engine, service.pipeline, service.jobs, service.settings
-    voices = service.voices.names()
+    voices = service.voices.names() or shipped_voices(service.voices.builtin_dir)  # the page is built while they load
     singles_dir = settings.outputs / "single"
     upload_root = Path(get_upload_folder()).resolve()
 
@@ -236,31 +235,6 @@ def build_ui(service: Service) -> gr.Blocks:
         service.frontend.reload_replace_dict()
         return f"Saved {len(entries)} entries to {settings.replace_dict.name}; in effect now."
 
-    def clear_caches():
-        before, after = service.clear_caches()
-        rows = [[name, before.get(name), after.get(name)] for name in sorted(set(before) | set(after))]
-        return pd.DataFrame(rows, columns=["memory (MiB)", "before", "after"])
-
-    def status_table() -> pd.DataFrame:
-        status = service.status()
-        rows = []
-        for name, value in status.items():
-            if isinstance(value, dict):
-                rows += [[f"{name}.{key}", _cell(item)] for key, item in value.items()]
-            else:
-                rows.append([name, _cell(value)])
-        return pd.DataFrame(rows, columns=["", "value"])
-
-    def history_plot() -> pd.DataFrame:
-        points = list(service.history)
-        return pd.DataFrame(
-            {
-                "time": [datetime.fromtimestamp(t) for t, _rss, _waiting in points],
-                "RSS (MiB)": [rss for _t, rss, _waiting in points],
-                "waiting": [waiting for _t, _rss, waiting in points],
-            }
-        )
-
     with gr.Blocks(title="GLM-TTS warm WebUI") as demo:
         gr.Markdown(
             f"## Zero-shot TTS, always warm\nEngine **{engine.name}** on **{service.device}** "
@@ -318,6 +292,7 @@ def build_ui(service: Service) -> gr.Blocks:
         with gr.Tab("Single"):
             upload, voice, prompt_text = voice_inputs("single")
             text = gr.Textbox(label="Text to speak", lines=4, elem_id="single-text", placeholder="你好，世界! Hello world.")
+            add_examples(SINGLE_EXAMPLES, [text, voice], service.voices.builtin_dir, "single-examples")
             options = option_inputs()
             use_phoneme = gr.Checkbox(False, label="Honour phoneme tokens in the text (<|SH|><|ANG1|>, [[ipa: ...]])")
             generate = gr.Button("Generate", variant="primary", elem_id="single-generate")
@@ -387,9 +362,10 @@ def build_ui(service: Service) -> gr.Blocks:
                 "or `[[ipa: həˈloʊ]]`."
             )
             p_upload, p_voice, p_prompt_text = voice_inputs("phoneme")
-            p_text = gr.Textbox(label="Text", lines=3)
+            p_text = gr.Textbox(label="Text", lines=3, elem_id="phoneme-text")
             to_ph = gr.Button("Text → phonemes")
             p_sequence = gr.Textbox(label="Phoneme sequence (editable)", lines=5, elem_id="phoneme-sequence")
+            add_examples(PHONEME_EXAMPLES, [p_text, p_voice, p_sequence], service.voices.builtin_dir, "phoneme-examples")
             p_options = option_inputs()
             p_generate = gr.Button("Synthesize from phonemes", variant="primary")
             p_live = live_player("phoneme-live")
@@ -416,44 +392,11 @@ def build_ui(service: Service) -> gr.Blocks:
                 save.click(save_replace_dict, dict_text, dict_status)
 
         with gr.Tab("System"):
-            status_view = gr.Dataframe(label="Status", interactive=False, elem_id="system-status")
-            clock = "%H:%M:%S"  # Vega's own tick labels for a few minutes of readings are bare fractions (".500")
-            plot = gr.LinePlot(
-                x="time",
-                y="RSS (MiB)",
-                title="Resident memory, last minutes",
-                height=220,
-                x_axis_format=clock,
-                elem_id="system-memory",
-            )
-            queue_plot = gr.LinePlot(
-                x="time", y="waiting", title="Requests waiting for the device", height=180, x_axis_format=clock
-            )
-            with gr.Row():
-                refresh = gr.Button("Refresh status")
-                clear = gr.Button("Clear VRAM / caches", variant="stop", elem_id="clear-vram")
-            cleared = gr.Dataframe(label="Memory before and after (MiB)", interactive=False, elem_id="cleared")
-            system_views = [status_view, plot, queue_plot]
+            build_system_tab(service, demo)
 
-            def system_update():
-                history = history_plot()
-                return status_table(), history, history
-
-            refresh.click(system_update, None, system_views, api_name=False)
-            clear.click(clear_caches, None, cleared, api_name="clear_caches")
-            gr.Timer(SYSTEM_REFRESH_S).tick(system_update, None, system_views, api_name=False, show_progress="hidden")
-            demo.load(system_update, None, system_views, api_name=False)
-
-        def current_voices():  # voices saved through /v1/voices since the page was built
-            return [gr.Dropdown(choices=service.voices.names())] * len(voice_choices)
+        def current_voices():  # the voices loaded (and saved through /v1/voices) since the page was built
+            names = service.voices.names()
+            return [gr.Dropdown(choices=names, value=names[0] if names else None)] * len(voice_choices)
 
         demo.load(current_voices, None, voice_choices)
     return demo
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    return str(value)

@@ -2,13 +2,17 @@
 
 import io
 import json
+import os
+import re
 import shutil
 import zipfile
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
 import pytest
 import soundfile as sf
+from playwright.sync_api import expect
 
 from .conftest import ROOT
 
@@ -122,11 +126,72 @@ def test_a_voice_saved_over_http_is_offered_after_a_reload(page, app_server):
         httpx.delete(f"{app_server.url}/v1/voices/{voice_id}", timeout=60)
 
 
-def test_the_system_tab_shows_a_status_table_and_clears_caches(page):
+def syntheses_started(app_server) -> float:
+    """Syntheses finished (their RTF observations) plus those in progress, from /metrics."""
+    text = fetch(app_server, "/metrics").decode()
+    names = ("glmtts_synthesis_rtf_count", "glmtts_syntheses_active")
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(names))
+
+
+def test_clicking_an_example_fills_the_form_and_speaks_nothing(page, app_server):
+    open_page(page, app_server.url)  # a fresh page: no output from the tests before
+    started = syntheses_started(app_server)
+    examples = page.locator("#single-examples")
+    expect(examples).to_contain_text("libri_1688", timeout=UI_TIMEOUT_MS)  # each example shows its voice
+    examples.get_by_text("今天天气很好").first.click()
+    expect(page.locator("#single-text textarea")).to_have_value("今天天气很好，我们一起去公园散步吧。", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#single-voice input")).to_have_value("libri_1688", timeout=UI_TIMEOUT_MS)
+    screenshot(page, "single-examples.png")
+    # A request that goes after the click through the same queue: once it answers, a synthesis the
+    # click had started would be running or done.
+    page.get_by_role("tab", name="Phoneme").click()
+    page.locator("#phoneme-examples").get_by_text("Please read the record").first.click()
+    page.locator("#phoneme-text textarea").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    page.get_by_role("button", name="Text → phonemes").click()
+    expect(page.locator("#phoneme-sequence textarea")).not_to_have_value("", timeout=UI_TIMEOUT_MS)
+    assert syntheses_started(app_server) == started
+    page.get_by_role("tab", name="Single").click()
+    expect(page.locator("#single-output audio")).to_have_count(0)
+    expect(page.locator("#single-status")).to_have_text("")
+
+
+def test_the_phoneme_examples_include_phoneme_tokens(page):
+    page.get_by_role("tab", name="Phoneme").click()
+    page.locator("#phoneme-examples").get_by_text("琴弦的声音").first.click()
+    expect(page.locator("#phoneme-sequence textarea")).to_have_value(
+        "琴<|X|><|IAN2|>的声音。Say [[arpa: HH AH0 L OW1]] to everyone.", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.locator("#phoneme-voice input")).to_have_value("libri_1998", timeout=UI_TIMEOUT_MS)
+
+
+def test_the_system_tab_reads_as_labelled_rows_with_units(page):
     page.get_by_role("tab", name="System").click()
     status = page.locator("#system-status")
-    status.get_by_text("rss_mib").first.wait_for(timeout=UI_TIMEOUT_MS)
-    status.get_by_text("engine_reason").first.wait_for(timeout=UI_TIMEOUT_MS)
+    status.get_by_text("Engine load").first.wait_for(timeout=UI_TIMEOUT_MS)
+    for header in ("Group", "What", "Value"):
+        expect(status.get_by_role("columnheader", name=header)).to_have_count(1)
+    text = status.inner_text()
+    for shown in ("Engine", "Timings", "Memory", "Queue", "Voices", "Server process", "Requests waiting for the device"):
+        assert shown in text
+    assert re.search(r"\b\d+\.\d s\b", text) and re.search(r"\b[\d,]+ MiB\b", text)
+    assert not re.search(r"\w\.\w+_|_mib|_s\b", text), "status keys are shown as they are named in code"
     page.locator("#system-memory").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    screenshot(page, "system-tab.png")
+
+
+def test_memory_before_and_after_shows_after_clear_with_named_columns(page):
+    page.get_by_role("tab", name="System").click()
+    cleared = page.locator("#cleared")
+    expect(cleared).to_be_hidden()
     page.locator("#clear-vram").click()
-    page.locator("#cleared").get_by_text("rss_mib").first.wait_for(state="attached", timeout=UI_TIMEOUT_MS)
+    cleared.get_by_text("Server process").first.wait_for(timeout=UI_TIMEOUT_MS)
+    for header in ("What", "Before (MiB)", "After (MiB)"):
+        expect(cleared.get_by_role("columnheader", name=header)).to_have_count(1)
+    assert "rss_mib" not in cleared.inner_text()
+
+
+def screenshot(page, name: str) -> None:
+    """A picture of the page for a person to look at, when GLMTTS_SCREENSHOTS names a folder."""
+    folder = os.environ.get("GLMTTS_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
