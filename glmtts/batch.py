@@ -197,11 +197,9 @@ def run_item(
             SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options, BATCH), cancel
         )
         path = write_wav(job_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
-    except (QueueFull, QueueTimeout, StorageError):
-        raise
-    except (SynthesisError, TimeLimitExceeded) as error:
+    except (SynthesisError, TimeLimitExceeded) as error:  # the item's own failure (its time limit included)
         return {**record, "status": "error", "message": str(error)}
-    except Cancelled:
+    except (QueueFull, QueueTimeout, StorageError, Cancelled):  # the caller's to handle: see above
         raise
     except Exception as error:  # one broken item must not stop the job
         _LOGGER.exception("Batch item %s failed", item.uttid)
