@@ -34,6 +34,11 @@ frontend = FrontendProcess(settings.replace_dict, settings.cache_dir)  # loads o
 
 from glmtts.service import build_service
 
+if settings.wyoming_port is not None:  # Home Assistant's protocol, beside HTTP (glmtts.wyoming_server)
+    from glmtts.wyoming_server import exposure_refusal, with_wyoming
+
+    if refusal := exposure_refusal(settings):
+        raise SystemExit(refusal)
 service = build_service(settings, frontend)
 
 
@@ -52,7 +57,7 @@ import uvicorn
 from glmtts.http import create_api
 from glmtts.http.security import gradio_auth, warn_if_exposed
 from glmtts.http.warmup import warm_routes
-from glmtts.ui import build_ui
+from glmtts.ui import PAGE_I18N, build_ui
 
 _LOGGER = logging.getLogger("app")
 
@@ -89,9 +94,13 @@ app = gr.mount_gradio_app(  # no allowed_paths: nothing under outputs/ is served
     path="/",
     max_file_size=f"{settings.max_upload_mb}mb",
     footer_links=["api"],
+    i18n=PAGE_I18N,  # the page's words in English and Chinese (glmtts/ui/i18n.py)
     auth=gradio_auth(settings),
-    auth_message="Enter any user name and the server's API key (GLMTTS_API_KEY) as the password.",
+    auth_message="Enter any user name and the server's API key (GLMTTS_API_KEY) as the password. "
+    "用户名任意，密码为服务器的 API 密钥（GLMTTS_API_KEY）。",
 )
+if settings.wyoming_port is not None:  # started and stopped with the HTTP server, in its event loop
+    app.router.lifespan_context = with_wyoming(app.router.lifespan_context, service)
 server = serve_in_background(app, settings) if __name__ == "__main__" else None
 try:
     warming.result()

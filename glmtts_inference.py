@@ -20,11 +20,10 @@ import logging
 import sys
 from pathlib import Path
 
-from glmtts.audio import write_wav
-from glmtts.batch import parse_jsonl, uttid_collisions
-from glmtts.files import StorageError, dumps_line
+from glmtts.files import dumps_line
+from glmtts.jobs.batchfile import parse_jsonl, uttid_collisions
+from glmtts.jobs.runner import FIX_DISK, ItemRunner
 from glmtts.options import check_options
-from glmtts.pipeline import SynthesisRequest
 from glmtts.service import build_service
 from glmtts.settings import Settings, add_engine_arguments
 from glmtts.types import SynthesisError
@@ -72,35 +71,39 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{data.name}: {error}") from error
     if collisions := uttid_collisions(items):
         raise SystemExit(f"{data.name}: " + "; ".join(collisions))
-    pipeline = service.pipeline
     _LOGGER.info("Engine %s on %s (%s)", service.engine.name, service.device, service.engine_reason)
     out_dir = settings.outputs / f"pretrain{args.exp_name}" / data.stem
     out_dir.mkdir(parents=True, exist_ok=True)
+    runner = ItemRunner(service.pipeline, options, out_dir)  # the batch jobs' item runner: no time limit here
 
     failures = 0
     with (out_dir / "text_compare.jsonl").open("w", encoding="utf-8") as compare:
         for number, item in enumerate(items, start=1):
-            try:
-                if item.error:
-                    raise SynthesisError(item.error)
-                result = pipeline.synthesize(SynthesisRequest(item.syn_text, item.prompt_speech, item.prompt_text, options))
-            except SynthesisError as error:
+            outcome = runner.run(item)
+            record, result = outcome.record, outcome.result
+            if record.get("transient"):  # the disk refused: every later line would fail the same way
+                raise SystemExit(
+                    f"[{number}/{len(items)}] {item.uttid}: {str(record['message']).removesuffix(FIX_DISK)}; stopped"
+                )
+            if result is None:
                 failures += 1
-                _LOGGER.error("[%d/%d] %s skipped: %s", number, len(items), item.uttid, error)
+                _LOGGER.error("[%d/%d] %s skipped: %s", number, len(items), item.uttid, record["message"])
                 continue
-            try:
-                path = write_wav(out_dir / f"{item.uttid}.wav", result.audio, result.sample_rate)
-            except StorageError as error:  # every later line would fail the same way
-                raise SystemExit(f"[{number}/{len(items)}] {item.uttid}: {error}; stopped") from error
-            record = {
+            compared = {
                 "uttid": item.uttid,
                 "syn_text": item.syn_text,
                 "normalized_text": [segment.text for segment in result.segments],
                 "phoneme_text": [segment.glm_text for segment in result.segments],
             }
-            compare.write(dumps_line(record) + "\n")
+            compare.write(dumps_line(compared) + "\n")
             _LOGGER.info(
-                "[%d/%d] %s: %.1f s of audio, RTF %.3f -> %s", number, len(items), item.uttid, result.duration_s, result.rtf, path
+                "[%d/%d] %s: %.1f s of audio, RTF %.3f -> %s",
+                number,
+                len(items),
+                item.uttid,
+                result.duration_s,
+                result.rtf,
+                out_dir / str(record["path"]),
             )
     print(f"{len(items) - failures} of {len(items)} written to {out_dir}")
     return 1 if failures == len(items) else 0

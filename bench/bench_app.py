@@ -35,7 +35,7 @@ PARAGRAPHS = {
 
 def speak(url: str, text: str) -> tuple[float, httpx.Response]:
     start = time.perf_counter()
-    response = httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav"}, timeout=600)
+    response = httpx.post(f"{url}/v1/audio/speech", json={"input": text, "response_format": "wav", "stream": False}, timeout=600)
     response.raise_for_status()
     return time.perf_counter() - start, response
 

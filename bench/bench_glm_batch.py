@@ -18,6 +18,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from glmtts.engines.glm.engine import GLMTTSEngine
 
 _ROOT = Path(__file__).resolve().parents[1]
 PROMPT_TRANSCRIPT = "The birch canoe slid on the smooth planks."
@@ -37,12 +41,11 @@ def run_mode(
 
     engine = GLMTTSEngine(ckpt, "fp32", max_batch, decode=decode, stream=False)  # one piece per request
     engine.load(device)
-    if engine.fast is not None:
-        engine.fast.warmup()
     scheduler = DeviceScheduler(max_waiting=concurrency, capacity=engine.max_batch)
     voice = engine.prepare_voice(prompt_audio(SAMPLE_RATE), SAMPLE_RATE, PROMPT_TRANSCRIPT, "bench")
     segment = Segment(text=TARGET_TEXT, runs=(TextRun("en", TARGET_TEXT),), glm_text=TARGET_TEXT)
-    decodes = _count_decodes(engine.fast if engine.fast is not None else engine.llm)
+    engine.warmup(voice, {"en": [segment]})  # the fast path captures its steps here, as at start-up
+    decodes = _count_decodes(engine)
 
     def one_round() -> tuple[float, list[float], list[float]]:
         """Wall time of the round, each request's latency and each request's LLM seconds."""
@@ -89,17 +92,20 @@ def run_mode(
     }
 
 
-def _count_decodes(decoder: object) -> list[int]:
-    """Wrap the decoder's decode entry points to record the rows of each decode."""
+def _count_decodes(engine: GLMTTSEngine) -> list[int]:
+    """Record the rows of each decode where the engine enters its decoder: the batcher's batches
+    (`stream_batch`), or one request at a time (`stream`) when there is no batcher."""
     rows: list[int] = []
-    stream_batch = decoder.stream_batch
+    decoder = engine.decoder
+    if engine.batcher is not None:
+        stream_batch = decoder.stream_batch
 
-    def counted_stream_batch(requests, stopped=None):
-        rows.append(len(requests))
-        return stream_batch(requests, stopped)
+        def counted_stream_batch(requests, stopped=None):
+            rows.append(len(requests))
+            return stream_batch(requests, stopped)
 
-    decoder.stream_batch = counted_stream_batch
-    if hasattr(decoder, "stream"):  # SpeechLM: a single request without the batcher
+        decoder.stream_batch = counted_stream_batch
+    else:
         stream = decoder.stream
 
         def counted_stream(request):

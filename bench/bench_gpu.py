@@ -134,10 +134,7 @@ def run_config(ckpt: Path, device_name: str, dtype: str, decode: str, args: argp
         generator = torch.Generator(device=device).manual_seed(0)
         llm_request = GenerationRequest(prompt, 0, 0, SamplingConfig(), generator, steps)
         start = time.perf_counter()
-        if engine.fast is not None:
-            engine.fast.generate(llm_request)
-        else:
-            engine.llm.generate(prompt, 0, 0, SamplingConfig(), generator, steps)
+        engine.decoder.generate_batch([llm_request])  # the decode path chosen at load
         torch.cuda.synchronize(device) if device.type == "cuda" else None
         return time.perf_counter() - start
 

@@ -22,7 +22,9 @@ class Engine(ABC):
     name: str = "engine"
     sample_rates: tuple[int, ...] = (24000,)
     samples: bool = False  # whether top-k / top-p / temperature / sampling method mean anything
-    speed_range: tuple[float, float] = (0.5, 2.0)  # speaking rates the engine renders well
+    # Speaking rates the engine renders itself, well. Requests take any speed in OpenAI's 0.25-4.0: the
+    # pipeline asks the engine for the nearest rate in this range and time-stretches the rest (glmtts.tempo).
+    speed_range: tuple[float, float] = (0.5, 2.0)
     max_batch: int = 1  # how many requests may synthesize at once; above 1 the engine batches their work
     analysis_version: str = "1"  # change it when prepare_voice's output changes: stored analyses are redone
 

@@ -8,7 +8,8 @@
 - Models: OpenAI's speech model names and the loaded engine's own name are all accepted, and all
   run the loaded engine (`model_names`; `models_list` and `model_object` for `GET /v1/models[/{id}]`,
   `audio_models` for Open WebUI's `GET /v1/audio/models`).
-- Speed: OpenAI takes 0.25 to 4.0; the engine's own range is checked by glmtts.options.
+- Speed: OpenAI's 0.25 to 4.0, for every engine (glmtts.options checks it; glmtts.tempo does what an
+  engine does not render itself).
 - Errors: `openai_error` builds `{"error": {"message", "type", "param", "code"}}`, the body the
   official SDKs read the message from; a missing required field is OpenAI's 400 naming it
   (`missing_parameter`).

@@ -5,7 +5,8 @@ them. The device slot is taken per segment (or per streamed piece), so concurren
 turns by priority between segments, and every request carries a CancelToken, handed to the text
 frontend and the engine: a client that went away, or the per-request time limit, stops it before
 its next segment (engines also check the token inside long segments). Transports reach it through
-a speech session (glmtts.session). Audio is joined in one place: `playable` and `join_chunks`.
+a speech session (glmtts.session). Audio is joined in one place: `playable` and `join_chunks`. A
+speed beyond the engine's own rates is time-stretched here, a segment at a time (glmtts.tempo).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from glmtts import memory
+from glmtts.captions import estimate_words
 from glmtts.engine import Engine
 from glmtts.frontend import TextFrontend
 from glmtts.frontend.process import FrontendProcess
 from glmtts.scheduler import BATCH, INTERACTIVE, DeviceScheduler
-from glmtts.types import AudioChunk, CancelToken, SynthesisError, SynthesisOptions, SynthesisResult
+from glmtts.tempo import SegmentStretcher, split_speed
+from glmtts.types import AudioChunk, CancelToken, SynthesisError, SynthesisOptions, SynthesisResult, WordTime
 from glmtts.voices import VoiceLibrary
 
 _LOGGER = logging.getLogger(__name__)
@@ -84,6 +87,17 @@ def join_chunks(chunks: list[AudioChunk]) -> np.ndarray:
     return whole
 
 
+def chunk_words(chunk: AudioChunk, start_s: float) -> list[WordTime]:
+    """A whole segment's words in the time of the joined output, the chunk (its pause included)
+    starting at `start_s`: the engine's times where it has durations, else estimated from the audio.
+    Only whole segments are timed (a request for words is not streamed inside segments)."""
+    if not (chunk.first and chunk.final):
+        return []
+    words = chunk.words if chunk.words is not None else estimate_words(chunk.segment.text, chunk.audio, chunk.sample_rate)
+    offset = start_s + _pause_before(chunk) / chunk.sample_rate
+    return [WordTime(word, offset + start, offset + end) for word, start, end in words]
+
+
 def result_of(chunks: list[AudioChunk], total_s: float, engine: str) -> SynthesisResult:
     """The finished synthesis from its chunks, with the stage timings summed."""
     if not chunks:
@@ -94,7 +108,9 @@ def result_of(chunks: list[AudioChunk], total_s: float, engine: str) -> Synthesi
             timings[stage] = timings.get(stage, 0.0) + seconds
     timings["total"] = total_s
     segments = [chunk.segment for chunk in chunks if chunk.final]
-    return SynthesisResult(join_chunks(chunks), chunks[0].sample_rate, segments, timings, engine)
+    starts = np.cumsum([0.0] + [played_seconds(chunk) for chunk in chunks[:-1]])
+    words = [word for chunk, start in zip(chunks, starts, strict=True) for word in chunk_words(chunk, float(start))]
+    return SynthesisResult(join_chunks(chunks), chunks[0].sample_rate, segments, timings, engine, words)
 
 
 class Pipeline:
@@ -142,7 +158,10 @@ class Pipeline:
         voice_s = time.perf_counter() - start
         with self._active_lock:
             self._active += 1
-        pieces = self.engine.synthesize_segments(segments, voice, request.options, cancel)
+        native_speed, stretch_factor = split_speed(request.options.speed, self.engine.speed_range)
+        stretcher = SegmentStretcher(stretch_factor)
+        options = dataclasses.replace(request.options, speed=native_speed)
+        pieces = self.engine.synthesize_segments(segments, voice, options, cancel)
         index, first, admitted = 0, True, False
         try:
             while True:
@@ -153,11 +172,22 @@ class Pipeline:
                     piece = next(pieces, None)
                 if piece is None:
                     break
+                piece = stretcher.feed(piece)  # outside the device slot: stretching is CPU work
+                if piece is None:
+                    continue
                 timings = dict(piece.timings)
                 if index == 0 and first:
                     timings.update(frontend=frontend_s, voice=voice_s)
                 yield AudioChunk(
-                    index, len(segments), piece.audio, piece.sample_rate, segments[index], timings, first, piece.final
+                    index,
+                    len(segments),
+                    piece.audio,
+                    piece.sample_rate,
+                    segments[index],
+                    timings,
+                    first,
+                    piece.final,
+                    piece.words,
                 )
                 first = piece.final
                 if piece.final:

@@ -10,8 +10,8 @@ routers and the UI receive this object and reach nothing else; each speech reque
 a session the service starts (`start_speech`, glmtts.session).
 
 With `settings.redis_url` (GLMTTS_REDIS_URL) replicas share state (glmtts.cluster): the saved
-voices' store and the batch jobs are the Redis ones, `load()` first checks that Redis answers, and
-the batch queue depth in /metrics is the shared queue's. Without it nothing of that is imported.
+voices' store and the batch job queue (glmtts.jobs.redis_store) are the Redis ones, `load()` first
+checks that Redis answers, and the batch queue depth in /metrics is the shared queue's. Without it nothing of that is imported.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from collections import deque
 from glmtts import memory
 from glmtts.engine import Engine
 from glmtts.frontend.process import FrontendProcess
-from glmtts.jobs import BatchJobs
+from glmtts.jobs.disk_store import DiskJobQueue
+from glmtts.jobs.interface import JobQueue
 from glmtts.metrics import Metrics
 from glmtts.pipeline import Pipeline, SynthesisRequest
 from glmtts.ratelimit import Limiter, RateLimiter
@@ -64,16 +65,7 @@ class Service:
         self.limiter = self._rate_limiter(settings.rate_limit)
         self.voices = VoiceLibrary(settings, engine, self.frontend, self.scheduler, self.device, store)
         self.pipeline = Pipeline(engine, self.frontend, self.voices, self.scheduler, settings.request_timeout_s)
-        if self.shared is None:
-            self.jobs = BatchJobs(
-                self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots, replica=settings.replica
-            )
-        else:
-            from glmtts.cluster.jobs import RedisBatchJobs
-
-            self.jobs = RedisBatchJobs(
-                self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots, self.shared, settings.batch_lease_s
-            )
+        self.jobs = self._job_queue(settings)
         self.metrics = Metrics()
         self.timings: dict[str, float] = {}
         self.warmup_token = secrets.token_hex(16)  # marks the app's own warm-up requests (not rate limited)
@@ -82,6 +74,16 @@ class Service:
         self.history: deque[tuple[float, float, int]] = deque(maxlen=HISTORY_POINTS)  # (time, RSS MiB, waiting)
         self._stopping = threading.Event()
         self._register_metrics()
+
+    def _job_queue(self, settings: Settings) -> JobQueue:
+        """The batch jobs' store, chosen once: on local disk, or in Redis when replicas share state."""
+        if self.shared is None:
+            return DiskJobQueue(self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots, replica=settings.replica)
+        from glmtts.jobs.redis_store import RedisJobQueue
+
+        return RedisJobQueue(
+            self.pipeline, self.voices, settings.batch_dir, settings.allowed_roots, self.shared, settings.batch_lease_s
+        )
 
     def _rate_limiter(self, per_minute: int) -> Limiter | None:
         """The HTTP middleware's rate limiter (None: no limit); with shared state its buckets are in Redis,

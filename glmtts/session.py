@@ -5,12 +5,14 @@ CancelToken (with the per-request time limit), runs `Pipeline.synthesize_stream`
 thread of its own and hands the chunks to the event loop that started it; at most
 MAX_BUFFERED_CHUNKS wait for the reader, so a slow client slows its synthesis down rather than
 filling memory. It measures the time to first audio and records the metrics once, when the last
-chunk has been read.
+chunk has been read. It also keeps the request's timing record (`stages`: the pipeline's stage
+timings summed over the chunks, plus what the transport times with `timed`, its encoding say),
+which a transport may send as a Server-Timing header and which is logged once, at `close()`.
 
 A transport only maps its own protocol to it: iterate it (`async for chunk in session`) or
-`await session.result()` for the whole waveform, and call `cancel()` when its client is gone and
-when it is done (cancelling a finished session does nothing): the synthesis then stops before its
-next segment, and inside a long one at the engine's next check.
+`await session.result()` for the whole waveform, call `cancel()` when its client is gone and
+`close()` when it is done (on a finished session, cancelling does nothing and closing only logs):
+the synthesis then stops before its next segment, and inside a long one at the engine's next check.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from glmtts.metrics import Metrics
 from glmtts.pipeline import Pipeline, SynthesisRequest, played_seconds, result_of
@@ -54,6 +58,8 @@ class SpeechSession:
         self.total_s: float | None = None  # from the start to the end of the synthesis
         self.audio_s = 0.0
         self.chunks: list[AudioChunk] = []  # the chunks handed out, when kept
+        self.stages: dict[str, float] = {}  # seconds by stage: the pipeline's, summed over the chunks, and the transport's
+        self._closed = False
         self._pipeline, self._metrics, self._whole, self._keep = pipeline, metrics, whole, keep or whole
         self._error: BaseException | None = None  # what the synthesis raised, raised again to every later read
         self._started = time.perf_counter()
@@ -66,14 +72,24 @@ class SpeechSession:
 
     # ----------------------------------------------------------------- the synthesis thread
     def _run(self, request: SynthesisRequest) -> None:
+        """Hand out each chunk; the end goes out with the last segment's last piece, so that the
+        pipeline's clean-up after it (a device slot to find the end, the memory trim) is not waited for."""
+        ended = False
         try:
             for chunk in self._pipeline.synthesize_stream(request, self.cancel_token):
                 while not self._room.acquire(timeout=0.5):
                     self.cancel_token.check()
                 self._deliver(chunk)
-            self._deliver(self._END)
+                if chunk.final and chunk.index == chunk.total - 1:
+                    self._deliver(self._END)
+                    ended = True
+            if not ended:
+                self._deliver(self._END)
         except Exception as error:  # handed to the reader, which decides what the client sees
-            self._deliver(error)
+            if ended:
+                _LOGGER.debug("Speech session clean-up after its last chunk: %s", error)
+            else:
+                self._deliver(error)
 
     def _deliver(self, item: object) -> None:
         try:
@@ -100,6 +116,8 @@ class SpeechSession:
         if self.first_audio_s is None:
             self.first_audio_s = time.perf_counter() - self._started
         self.audio_s += played_seconds(chunk)
+        for stage, seconds in chunk.timings.items():
+            self.stages[stage] = self.stages.get(stage, 0.0) + seconds
         if self._keep:
             self.chunks.append(chunk)
         return chunk
@@ -122,6 +140,28 @@ class SpeechSession:
     def cancel(self) -> None:
         """Stop the synthesis (its client went away, or the transport is done with it)."""
         self.cancel_token.cancel()
+
+    def close(self) -> None:
+        """The transport is done: stop the synthesis if it still runs; log the timing record once."""
+        self.cancel()
+        if not self._closed:
+            self._closed = True
+            if _LOGGER.isEnabledFor(logging.DEBUG):
+                _LOGGER.debug("Speech session stages: %s", self.server_timing())
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time spent in the block to `stage` (a transport's own work: encoding)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - start
+
+    def server_timing(self) -> str:
+        """The timing record so far as a Server-Timing header value (milliseconds), `session` the time since the start."""
+        stages = {**self.stages, "session": time.perf_counter() - self._started}
+        return ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in stages.items())
 
     @property
     def done(self) -> bool:

@@ -46,6 +46,11 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # GLMTTS_ALLOWED_ORIGINS
     trusted_proxies: tuple[str, ...] = ()  # GLMTTS_TRUSTED_PROXIES: addresses or networks; none by default
     metrics_token: str | None = None  # GLMTTS_METRICS_TOKEN: a bearer token for /metrics only (the API key works too)
+    # Home Assistant's Wyoming protocol (glmtts.wyoming_server): off unless a port is given; it has no authentication,
+    # so an address beyond loopback while GLMTTS_API_KEY is set needs `wyoming_allow_exposed` (SECURITY.md).
+    wyoming_port: int | None = None  # GLMTTS_WYOMING_PORT
+    wyoming_host: str = "127.0.0.1"  # GLMTTS_WYOMING_HOST
+    wyoming_allow_exposed: bool = False  # GLMTTS_WYOMING_ALLOW_EXPOSED
 
     def __post_init__(self) -> None:
         self.replica = self.replica or f"{socket.gethostname()}:{self.port}"
@@ -156,6 +161,19 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=env.get("GLMTTS_TRUSTED_PROXIES", ""),
         help="comma-separated proxy addresses",
     )
+    parser.add_argument(
+        "--wyoming-port",
+        type=_port,
+        default=env.get("GLMTTS_WYOMING_PORT") or None,
+        help="serve Home Assistant's Wyoming protocol on this port (off when unset)",
+    )
+    parser.add_argument("--wyoming-host", default=env.get("GLMTTS_WYOMING_HOST", defaults.wyoming_host))
+    parser.add_argument(
+        "--wyoming-allow-exposed",
+        action="store_true",
+        default=_env_flag(parser, "GLMTTS_WYOMING_ALLOW_EXPOSED"),
+        help="serve Wyoming (which has no authentication) beyond loopback although GLMTTS_API_KEY is set",
+    )
 
 
 def _env_choice(parser: argparse.ArgumentParser, name: str, choices: tuple[str, ...]) -> str | None:
@@ -164,6 +182,28 @@ def _env_choice(parser: argparse.ArgumentParser, name: str, choices: tuple[str, 
     if value is not None and value not in choices:
         parser.error(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
+
+
+_SWITCH_ON, _SWITCH_OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _env_flag(parser: argparse.ArgumentParser, name: str) -> bool:
+    """The environment variable `name` as a switch, off when unset or empty (another value exits 2, as a bad flag)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value and value not in _SWITCH_ON + _SWITCH_OFF:
+        parser.error(f"{name}={value!r} is not one of {', '.join(_SWITCH_ON + _SWITCH_OFF)}")
+    return value in _SWITCH_ON
+
+
+def _port(raw: str) -> int:
+    """An argparse type: a TCP port number, 1 to 65535."""
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise ValueError(raw)
+    return port
+
+
+_port.__name__ = "port"  # argparse names the type in its error: "invalid port value"
 
 
 def _at_least(floor: int):

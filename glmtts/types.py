@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -81,6 +82,15 @@ class Segment:
     unread: tuple[str, ...] = ()  # scripts of the request's text no voice reads, left out (on every segment)
 
 
+class WordTime(NamedTuple):
+    """A word of the text and when it is spoken, in seconds (from the start of its segment's audio,
+    or of the whole output once the pipeline has placed it)."""
+
+    word: str
+    start: float
+    end: float
+
+
 HARD_SPLIT_NOTE = "text without breaks was cut at fixed lengths"
 
 
@@ -130,6 +140,9 @@ class SegmentAudio:
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
     info: dict[str, object] = field(default_factory=dict)  # e.g. {"speech_tokens": 123}
     final: bool = True  # the last piece of its segment
+    # The segment's words timed by the engine's own durations, relative to this piece (whole
+    # segments only); None where the engine has no durations (the pipeline then estimates them).
+    words: tuple[WordTime, ...] | None = None
 
 
 @dataclass
@@ -148,6 +161,7 @@ class AudioChunk:
     timings: dict[str, float]
     first: bool = True
     final: bool = True
+    words: tuple[WordTime, ...] | None = None  # the engine's word times, relative to `audio` (SegmentAudio.words)
 
 
 @dataclass
@@ -159,6 +173,7 @@ class SynthesisResult:
     segments: list[Segment]
     timings: dict[str, float]  # stage -> seconds, summed over segments, plus "total"
     engine: str
+    words: list[WordTime] = field(default_factory=list)  # every word of the text, timed in `audio`
 
     @property
     def duration_s(self) -> float:

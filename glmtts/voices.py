@@ -42,7 +42,7 @@ import soundfile as sf
 
 from glmtts.audio import content_key, read_prompt
 from glmtts.engine import Engine
-from glmtts.feature_codec import UNREADABLE, FeatureCodecError, load_features, save_features
+from glmtts.feature_codec import UNREADABLE, FeatureCodecError, arrays_to_features, load_features, save_features
 from glmtts.files import atomic_output, storage_error, storage_writes, write_json
 from glmtts.frontend import TextFrontend
 from glmtts.frontend.process import FrontendProcess
@@ -50,6 +50,8 @@ from glmtts.openai_compat import OPENAI_VOICES, VoiceAliases
 from glmtts.scheduler import INTERACTIVE, DeviceScheduler
 from glmtts.settings import Settings
 from glmtts.types import PromptVoice, SynthesisError
+from glmtts.voice_file import SUFFIX as VOICE_FILE_SUFFIX
+from glmtts.voice_file import pack_voice, unpack_voice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ PROMPT_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 MAX_SAVED_VOICES = 200
 MAX_NAME_CHARS = 80
 MAX_PROMPT_TEXT_CHARS = 1000
+MAX_REMEMBERED_FILES = 256  # built-in prompt files whose content key is remembered
 MAX_LISTED_NAMES = 12  # voice names an "unknown voice" message lists
 SLUG_CHARS = 32
 VOICE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}$")  # slug of the name + hash of name and prompt
@@ -130,7 +133,14 @@ class VoiceInfo:
     builtin: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "language": prompt_language(self.prompt_text)}
+
+
+def prompt_language(text: str) -> str:
+    """What a transcript is in: "zh", "en", "zh+en", or "" when it shows neither (no transcript)."""
+    chinese = any("\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" for char in text)
+    latin = any("a" <= char.lower() <= "z" for char in text)
+    return "+".join(language for language, present in (("zh", chinese), ("en", latin)) if present)
 
 
 @dataclass
@@ -164,6 +174,10 @@ class VoiceStore(Protocol):
 
     def update_features(self, info: VoiceInfo, key: str, features: object) -> None:
         """Replace the stored analysis (computed again for this engine) and the info naming its engine."""
+
+    def rename(self, info: VoiceInfo, key: str) -> None:
+        """Store the voice's new name (`info.name`); raises VoiceNotFound, or VoiceNameTaken where
+        another writer took the name first."""
 
     def remove(self, voice_id: str) -> None:
         """Delete a voice; raises VoiceNotFound."""
@@ -227,6 +241,11 @@ class DiskVoiceStore:
 
     def update_features(self, info: VoiceInfo, key: str, features: object) -> None:
         save_features(self.root / info.id / FEATURES_FILE, features)
+        _write_meta(self.root / info.id, info, key)
+
+    def rename(self, info: VoiceInfo, key: str) -> None:
+        if not (self.root / info.id).is_dir():
+            raise VoiceNotFound(info.id)
         _write_meta(self.root / info.id, info, key)
 
     def remove(self, voice_id: str) -> None:
@@ -330,6 +349,7 @@ class VoiceLibrary:
         self._saved: dict[str, _SavedVoice] = {}
         self._named: dict[str, list[str]] = {}  # name_key -> ids of the saved voices of that name, oldest first
         self._recent: OrderedDict[str, PromptVoice] = OrderedDict()  # content key -> voice, least recent first
+        self._file_keys: dict[tuple, str] = {}  # a built-in file's (path, size, mtime, transcript) -> content key
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------------- start
@@ -359,7 +379,7 @@ class VoiceLibrary:
         for voice_id, (info, key) in saved.items():
             known = self._saved.get(voice_id)
             if known is not None and known.key == key:
-                known.info.engine, known.info.analysis_version = info.engine, info.analysis_version
+                known.info = dataclasses.replace(info, features=known.info.features)  # a rename or refit elsewhere
                 merged[voice_id] = known
             else:
                 merged[voice_id] = _SavedVoice(info, key)
@@ -408,6 +428,13 @@ class VoiceLibrary:
         with self._lock:
             saved = sorted((entry.info for entry in self._saved.values()), key=lambda info: (info.created, info.id))
         return [self._builtin_info(name) for name in self._builtin] + saved
+
+    def listing(self) -> list[tuple[str, str]]:
+        """Every name `voice` may take, with a label: (id, name) of the built-in and saved voices, then
+        (alias, "alias (target)") of each alias no voice of the same name hides."""
+        voices = [(info.id, info.name) for info in self.describe()]
+        hidden = {voice_id for voice_id, _ in voices}
+        return voices + [(alias, f"{alias} ({target})") for alias, target in self.aliases.mapping.items() if alias not in hidden]
 
     def get(self, name: str) -> VoiceInfo:
         self._sync()
@@ -476,12 +503,25 @@ class VoiceLibrary:
             return self.engine.prepare_voice(audio, rate, " ".join(s.text for s in segments), key)
 
     def _prompt_voice(self, prompt: Path | bytes, prompt_text: str, priority: int, persist: bool) -> PromptVoice:
-        """A prompt file or upload: from the in-memory cache, the analyses on disk (`persist`), or analysed now."""
+        """A prompt file or upload: from the in-memory cache, the analyses on disk (`persist`), or analysed now.
+
+        A built-in file unchanged since it was last read (same size and mtime) is not decoded and hashed
+        again: its content key is remembered (the largest cost of a warm request outside the engine)."""
+        stamp = _file_stamp(prompt, prompt_text) if persist else None
+        key = self._file_keys.get(stamp) if stamp else None
+        with self._lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
         try:
             audio, rate = read_prompt(prompt)
         except OSError as error:
             raise SynthesisError(f"The prompt file could not be read ({type(error).__name__}).") from error
         key = content_key(audio, prompt_text)
+        if stamp:
+            if len(self._file_keys) >= MAX_REMEMBERED_FILES:  # transcripts come from requests: keep it bounded
+                self._file_keys.clear()
+            self._file_keys[stamp] = key
         with self._lock:
             if key in self._recent:
                 self._recent.move_to_end(key)
@@ -555,20 +595,41 @@ class VoiceLibrary:
     # ----------------------------------------------------------------- saved voices
     def create(self, audio: bytes, prompt_text: str, name: str) -> VoiceInfo:
         """Check and analyse a prompt, then save it; raises SynthesisError for unusable input."""
-        name, prompt_text = normalize_voice_name(name), prompt_text.strip()
-        if any(unicodedata.category(c) == "Cc" for c in prompt_text.replace("\n", " ")):
-            raise SynthesisError("The prompt text must not hold control characters.")
-        if len(prompt_text) > MAX_PROMPT_TEXT_CHARS:
-            raise SynthesisError(f"The prompt text has {len(prompt_text)} characters; the limit is {MAX_PROMPT_TEXT_CHARS}.")
+        name, prompt_text = normalize_voice_name(name), _checked_prompt_text(prompt_text)
         samples, rate = read_prompt(audio)  # [samples] float32 at the file's rate
         key = content_key(samples, prompt_text)
         new_id = voice_id(name, key)
         self._sync()
         self._check_free(new_id, name or new_id)
         voice = self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
+        return self._add(new_id, name or new_id, prompt_text, samples, rate, voice)
+
+    def import_voice(self, data: bytes, name: str = "") -> VoiceInfo:
+        """Save a voice from a voice file (glmtts.voice_file), under `name` or the name it was exported
+        with. The file's analysis is used where this engine and analysis version made it; otherwise,
+        or when it does not decode, the prompt is analysed again."""
+        exported = unpack_voice(data)
+        name = normalize_voice_name(name or exported.name)
+        prompt_text = _checked_prompt_text(exported.prompt_text)
+        samples, rate = read_prompt(exported.prompt)
+        key = content_key(samples, prompt_text)
+        new_id = voice_id(name, key)
+        self._sync()
+        self._check_free(new_id, name or new_id)
+        voice = None
+        if exported.features is not None and (exported.engine, exported.analysis_version) == self._analysis_kind:
+            try:
+                features = arrays_to_features(exported.features, self.device)
+                voice = PromptVoice(key, prompt_text, features, round(len(samples) / rate, 3))
+            except UNREADABLE as error:
+                _LOGGER.warning("Imported voice %s: its analysis does not decode (%s); analysing again", new_id, error)
+        voice = voice or self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
+        return self._add(new_id, name or new_id, prompt_text, samples, rate, voice)
+
+    def _add(self, new_id: str, name: str, prompt_text: str, samples: np.ndarray, rate: int, voice: PromptVoice) -> VoiceInfo:
         info = VoiceInfo(
             id=new_id,
-            name=name or new_id,
+            name=name,
             prompt_text=prompt_text,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             duration_s=round(len(samples) / rate, 3),
@@ -579,11 +640,59 @@ class VoiceLibrary:
         with self._lock:  # checked and added under one lock: of two saves of one name, one wins
             self._sync()
             self._check_free(new_id, info.name)
-            self.store.add(info, key, samples, rate, voice.features)
-            self._saved[new_id] = _SavedVoice(info, key, voice)
+            self.store.add(info, voice.key, samples, rate, voice.features)
+            self._saved[new_id] = _SavedVoice(info, voice.key, voice)
             self._named.setdefault(name_key(info.name), []).append(new_id)
         _LOGGER.info("Saved voice %s (%.1f s prompt)", new_id, info.duration_s)
         return info
+
+    def export(self, name: str) -> tuple[str, bytes]:
+        """A voice (built-in or saved) as one file: (a file name for it, the bytes of glmtts.voice_file)."""
+        info = self.get(name)
+        samples, rate = self.prompt_audio(info.id)
+        features = self.resolve(info.id).features
+        meta = {field: getattr(info, field) for field in ("name", "prompt_text", "created", "engine", "analysis_version")}
+        meta["engine"], meta["analysis_version"] = self._analysis_kind  # resolve() analysed it for this engine
+        try:
+            data = pack_voice(meta, samples, rate, features)
+        except FeatureCodecError as error:  # still a voice: the importer analyses the prompt
+            _LOGGER.warning("Voice %s exported without its analysis (%s)", info.id, error)
+            data = pack_voice(meta, samples, rate, None)
+        return f"{voice_slug(info.name)}{VOICE_FILE_SUFFIX}", data
+
+    def prompt_audio(self, name: str) -> tuple[np.ndarray, int]:
+        """A voice's prompt as stored: [samples] float32 and its rate (what the Voices tab plays)."""
+        self._sync()
+        with self._lock:
+            builtin, saved = self._builtin.get(name), name in self._saved
+        if builtin is not None:
+            return read_prompt(builtin)
+        if saved:
+            return self.store.read_prompt(name)
+        raise VoiceNotFound(name)
+
+    def rename(self, name: str, new_name: str) -> VoiceInfo:
+        """Give a saved voice another name (its id stays); the same rules as a new voice's name."""
+        new_name = normalize_voice_name(new_name)
+        if not new_name:
+            raise VoiceNameError("Give the new name.")
+        with self._lock:
+            self._sync()
+            if name in self._builtin:
+                raise BuiltinVoice(f"{name!r} is a built-in voice and cannot be renamed.")
+            saved = self._saved.get(name)
+            if saved is None:
+                raise VoiceNotFound(name)
+            old_key, new_key = name_key(saved.info.name), name_key(new_name)
+            if new_key != old_key:
+                self._check_name(new_name)
+            renamed = dataclasses.replace(saved.info, name=new_name)
+            self.store.rename(renamed, saved.key)
+            saved.info = renamed
+            self._named[old_key].remove(name)
+            self._named.setdefault(new_key, []).append(name)
+        _LOGGER.info("Renamed saved voice %s", name)
+        return renamed
 
     def delete(self, name: str) -> None:
         self._sync()
@@ -597,10 +706,20 @@ class VoiceLibrary:
             self._named[name_key(info.name)].remove(name)
         _LOGGER.info("Deleted saved voice %s", name)
 
+    @property
+    def _analysis_kind(self) -> tuple[str, str]:
+        return self.engine.name, self.engine.analysis_version
+
     def _check_free(self, new_id: str, name: str) -> None:
         """Raises VoiceExists, VoiceNameTaken (a reserved name, or another voice's name or id) or VoiceLimit."""
         if new_id in self._saved:
             raise VoiceExists(new_id)
+        self._check_name(name)
+        if len(self._saved) >= MAX_SAVED_VOICES:
+            raise VoiceLimit(f"{MAX_SAVED_VOICES} voices are saved already; delete one first.")
+
+    def _check_name(self, name: str) -> None:
+        """Raises VoiceNameTaken for a reserved name or another saved voice's name or id."""
         key = name_key(name)
         reserved = self._reserved_names().get(key)
         if reserved:
@@ -608,8 +727,26 @@ class VoiceLibrary:
         holders = self._named.get(key) or ([key] if key in self._saved else [])
         if holders:
             raise VoiceNameTaken.in_use(name, holders[0])
-        if len(self._saved) >= MAX_SAVED_VOICES:
-            raise VoiceLimit(f"{MAX_SAVED_VOICES} voices are saved already; delete one first.")
+
+
+def _checked_prompt_text(prompt_text: str) -> str:
+    prompt_text = prompt_text.strip()
+    if any(unicodedata.category(c) == "Cc" for c in prompt_text.replace("\n", " ")):
+        raise SynthesisError("The prompt text must not hold control characters.")
+    if len(prompt_text) > MAX_PROMPT_TEXT_CHARS:
+        raise SynthesisError(f"The prompt text has {len(prompt_text)} characters; the limit is {MAX_PROMPT_TEXT_CHARS}.")
+    return prompt_text
+
+
+def _file_stamp(prompt: Path | bytes, prompt_text: str) -> tuple | None:
+    """What tells a prompt file unchanged: its path, size, mtime and the transcript used with it."""
+    if isinstance(prompt, bytes):
+        return None
+    try:
+        stat = Path(prompt).stat()
+    except OSError:
+        return None  # read_prompt says why
+    return (str(prompt), stat.st_size, stat.st_mtime_ns, prompt_text)
 
 
 def _transcript(path: Path) -> str:

@@ -4,9 +4,10 @@ Turned on by one setting, `GLMTTS_REDIS_URL` (Redis 7). Without it nothing here 
 every replica keeps its state on its own disk, as a single service does. With it:
 
     voices.py     RedisVoiceStore: the saved voices' registry, prompt audio and analyses
-    jobs.py       RedisBatchJobs: job specs, states, results and manifest order; items handed out
-                  to every replica's worker through a Redis Streams consumer group with leases
     ratelimit.py  RedisRateLimiter: one token bucket per client across replicas (a Lua script)
+
+and the batch jobs' Redis store, glmtts.jobs.redis_store (beside the disk store it stands in for),
+through this client: items leased to every replica's worker through a Redis Streams consumer group.
 
 Keys (all under `glmtts:`) are listed in each module's docstring. `SharedState` holds the client
 with short connect and read timeouts: an unreachable Redis is a start-up error (`check()` from
@@ -30,7 +31,7 @@ _LOGGER = logging.getLogger(__name__)
 
 KEY_PREFIX = "glmtts:"
 CONNECT_TIMEOUT_S = 2.0  # an unreachable Redis fails a request in seconds, never hangs it
-READ_TIMEOUT_S = 5.0  # longer than any blocking read (jobs.BLOCK_MS) and any script
+READ_TIMEOUT_S = 5.0  # longer than any blocking read (glmtts.jobs.redis_store.BLOCK_MS) and any script
 RETRIES = 1  # one quick retry: the first command on a pooled connection after a Redis restart fails
 RETRY_BACKOFF_S = (0.05, 0.25)  # base, cap
 MIN_REDIS_MAJOR = 7  # XAUTOCLAIM, and Streams commands inside scripts as this code uses them

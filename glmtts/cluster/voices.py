@@ -3,7 +3,7 @@
 Keys:
     glmtts:voices           hash: voice id -> meta JSON (name, prompt_text, created, duration_s,
                             engine, analysis_version, key), the same fields as meta.json on disk
-    glmtts:voices:version   counter, raised by every add, update and delete
+    glmtts:voices:version   counter, raised by every add, update, rename and delete
     glmtts:voices:names     hash: name_key of a voice's name -> its id (set only if absent, so that
                             of two replicas saving one name at once, one wins)
     glmtts:voice:<id>       hash: prompt (the prompt as a float32 wav), features (the analysis as
@@ -69,6 +69,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('INCR', KEYS[2])
 return 1
 """
+# KEYS: registry, version, voice hash, names; ARGV: id, meta, new name_key
+_RENAME = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'missing' end
+local holder = redis.call('HGET', KEYS[4], ARGV[3])
+if holder and holder ~= ARGV[1] then return 'name:' .. holder end
+local old = redis.call('HGET', KEYS[3], 'name_key')
+if old and redis.call('HGET', KEYS[4], old) == ARGV[1] then redis.call('HDEL', KEYS[4], old) end
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], 'name_key', ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+return 'ok'
+"""
 # KEYS: registry, version, voice hash, names; ARGV: id
 _REMOVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -104,6 +117,7 @@ class RedisVoiceStore:
         self._seen_version: bytes | None = None
         self._add = self.client.register_script(_ADD)
         self._update = self.client.register_script(_UPDATE)
+        self._rename = self.client.register_script(_RENAME)
         self._remove = self.client.register_script(_REMOVE)
 
     def load(self) -> dict[str, tuple[VoiceInfo, str]]:
@@ -161,6 +175,14 @@ class RedisVoiceStore:
     def update_features(self, info: VoiceInfo, key: str, features: object) -> None:
         meta = json.dumps(info_to_meta(info, key), ensure_ascii=False)
         self._update(keys=[REGISTRY, VERSION, voice_key(info.id)], args=[info.id, meta, features_to_bytes(features)])
+
+    def rename(self, info: VoiceInfo, key: str) -> None:
+        meta = json.dumps(info_to_meta(info, key), ensure_ascii=False)
+        outcome = self._rename(keys=[REGISTRY, VERSION, voice_key(info.id), NAMES], args=[info.id, meta, name_key(info.name)])
+        if outcome == b"missing":
+            raise VoiceNotFound(info.id)
+        if outcome.startswith(b"name:"):
+            raise VoiceNameTaken.in_use(info.name, outcome.removeprefix(b"name:").decode())
 
     def remove(self, voice_id: str) -> None:
         if not self._remove(keys=[REGISTRY, VERSION, voice_key(voice_id), NAMES], args=[voice_id]):

@@ -31,7 +31,7 @@ import numpy as np
 from glmtts.files import atomic_output
 from glmtts.frontend.g2pm_reader import NeuralReader
 from glmtts.frontend.phonemes import FINAL_TONES
-from glmtts.frontend.polyphone_model import ALONE, PHRASE, Context, PolyphoneModel
+from glmtts.frontend.polyphone_model import ALONE, PHRASE, Context, PolyphoneModel, candidates
 from glmtts.frontend.zh_rules import RULE_CHARS, apply_neutral_rules, apply_polyphone_rules
 
 _LOGGER = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class Analysis:
         flags = zip(self.text, self.fixed, self.rule_sources, strict=True)
         return [i for i, (ch, fixed, source) in enumerate(flags) if ch in self.polyphonic and not (fixed or source)]
 
-    def context(self, index: int, default_reading: str, neural_reading: str = "", neural_probability: float = 0.0) -> Context:
+    def context(self, index: int, default_reading: str, neural: dict[str, float] | None = None) -> Context:
         """The model's view of the character at `index`."""
         position = word_index = 0
         while position + len(self.words[word_index]) <= index:
@@ -189,9 +189,7 @@ class Analysis:
             word_index += 1
         source = PHRASE if self.phrase_read[index] else ALONE
         words = tuple(self.words)
-        return Context(
-            self.text, index, words, word_index, self.readings[index], source, default_reading, neural_reading, neural_probability
-        )
+        return Context(self.text, index, words, word_index, self.readings[index], source, default_reading, neural or {})
 
 
 class ChineseG2P:
@@ -289,8 +287,9 @@ class ChineseG2P:
         model, text = self._model, analysis.text
         if not positions or model is None:
             return {}
-        neural = self._neural.best(text, {i: model.readings[text[i]] for i in positions}) if self._neural is not None else {}
-        return {i: analysis.context(i, self.default_reading(text[i]), *neural.get(i, ("", 0.0))) for i in positions}
+        asked = {i: candidates(model.readings[text[i]], analysis.readings[i]) for i in positions}
+        neural = self._neural.distributions(text, asked) if self._neural is not None else {}
+        return {i: analysis.context(i, self.default_reading(text[i]), neural.get(i)) for i in positions}
 
     def default_reading(self, char: str) -> str:
         """pypinyin's first-listed reading of a character (\"\" for none)."""

@@ -3,8 +3,8 @@
 g2pM is a one-layer bidirectional LSTM over characters (32 units each way) and two dense layers,
 trained on the CPP corpus's train split. Its weights ship inside the `g2pM` wheel; this module
 reads them and runs the network itself, once per run of text for all the positions asked about,
-and gives each asked position's most likely reading among the readings the caller allows, with
-its probability among them. Its answers are one input of the polyphone context model.
+and gives each asked position's probability of each reading the caller allows. Its answers are
+one input of the polyphone context model.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class NeuralReader:
             states[:, t] = h[:, 0]
         return np.concatenate([states[0], states[1][::-1]], axis=1)[1:-1]
 
-    def best(self, text: str, asked: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, float]]:
-        """{position: allowed readings} -> {position: (most likely allowed reading, its probability among them)}."""
+    def distributions(self, text: str, asked: dict[int, tuple[str, ...]]) -> dict[int, dict[str, float]]:
+        """{position: allowed readings} -> {position: {reading: probability among the allowed readings g2pM knows}}."""
         if not asked:
             return {}
         hidden = self._hidden(text)[list(asked)]
@@ -80,12 +80,11 @@ class NeuralReader:
         logits = np.maximum(hidden @ w0 + b0, 0.0) @ w1 + b1
         out = {}
         for row, (position, readings) in zip(logits, asked.items(), strict=True):
-            known = [(reading, row[self.class_ids[reading]]) for reading in readings if reading in self.class_ids]
+            known = [reading for reading in readings if reading in self.class_ids]
             if not known:
                 continue
-            scores = np.array([score for _, score in known])
+            scores = row[[self.class_ids[reading] for reading in known]]
             probabilities = np.exp(scores - scores.max())
             probabilities /= probabilities.sum()
-            top = int(np.argmax(probabilities))
-            out[position] = (known[top][0], float(probabilities[top]))
+            out[position] = dict(zip(known, probabilities.tolist(), strict=True))
         return out

@@ -3,10 +3,11 @@
 For a polyphonic character it scores each reading the character has with a linear model over
 features of the context: the characters up to two places either side (by position and as pairs),
 the jieba word holding the character and its neighbours, the reading dictionaries gave it and
-where from (pypinyin's phrase dictionary, or its first-listed reading of the character), and
-g2pM's reading with its confidence. A feature counts for one reading of one character ("行",
-"L1:银", "hang2"); a few count for a reading of any character ("the reading pypinyin's phrase
-dictionary gives", "g2pM's reading, above 99 %"). The highest score wins (a conditional logit model),
+where from (pypinyin's phrase dictionary, or its first-listed reading of the character), g2pM's
+most likely reading, and g2pM's probability of each reading, in bands. A feature counts for one
+reading of one character ("行", "L1:银", "hang2"); some count for a reading of any character ("the
+reading pypinyin's phrase dictionary gives", "g2pM gives it 90-99 %"), and g2pM's bands also count
+per character (how far to trust g2pM on 行). The highest score wins (a conditional logit model),
 except that a reading from pypinyin's phrase dictionary is replaced only by one scoring `margin`
 more, and its neutral tone stays where the model picks the same syllable: CPP, the training
 corpus, writes citation tones (关系 guānxì), our readings the spoken ones.
@@ -19,13 +20,15 @@ trained by `tools/train_polyphone.py` on the CPP corpus (see the README's Mandar
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
 
 MODEL_RESOURCE = "polyphone_model.npz"
 ANY_CHAR = "*"  # the character slot of features shared by all characters
+# Lower bounds of the bands of g2pM's probability of a reading (the bands are named by their index).
+PROBABILITY_BANDS = (0.99, 0.9, 0.7, 0.5, 0.3, 0.1, 1e-2, 1e-3, 1e-4, 1e-5, 0.0)
 
 
 # Where the reading a context holds came from: pypinyin's phrase dictionary, its character dictionary.
@@ -43,8 +46,7 @@ class Context:
     reading: str  # the reading dictionaries and rules gave it
     source: str  # where that reading came from: PHRASE or ALONE
     default_reading: str  # pypinyin's first-listed reading of the character
-    neural_reading: str = ""  # g2pM's most likely reading of it ("" where not asked)
-    neural_probability: float = 0.0  # g2pM's probability of that reading among the character's readings
+    neural: dict[str, float] = field(default_factory=dict)  # g2pM's probability of each candidate reading ({} where not asked)
 
 
 def context_features(c: Context) -> list[str]:
@@ -67,13 +69,13 @@ def context_features(c: Context) -> list[str]:
         "WR:" + (c.words[c.word_index + 1] if c.word_index + 1 < len(c.words) else "$"),
         f"O:{c.source}:{c.reading}",
     ]
-    if c.neural_reading:
-        features.append("N:" + c.neural_reading)
+    if c.neural:
+        features.append("N:" + max(c.neural, key=c.neural.get))
     return features
 
 
-def _confidence(probability: float) -> str:
-    return next(label for bound, label in ((0.99, "4"), (0.9, "3"), (0.7, "2"), (0.0, "1")) if probability >= bound)
+def _band(probability: float) -> str:
+    return str(next(index for index, bound in enumerate(PROBABILITY_BANDS) if probability >= bound))
 
 
 def shared_features(c: Context, reading: str) -> list[str]:
@@ -85,8 +87,9 @@ def shared_features(c: Context, reading: str) -> list[str]:
         features.append("~phrase")  # the same syllable in another tone (a neutral tone in the phrase)
     if reading == c.default_reading:
         features.append("=default:" + c.source)
-    if reading == c.neural_reading:
-        features.append("=neural:" + _confidence(c.neural_probability))
+    if c.neural:
+        band = _band(c.neural.get(reading, 0.0))
+        features += ["P:" + band, f"P:{band}:{c.source}:{int(reading == c.reading)}"]
     return features
 
 
@@ -96,6 +99,8 @@ def feature_keys(char: str, c: Context, readings: tuple[str, ...]) -> list[list[
     keys = []
     for reading in readings:
         texts = [prefix + reading for prefix in own]
+        if c.neural:
+            texts.append(f"{char}\x1fP:{_band(c.neural.get(reading, 0.0))}")
         texts.extend(f"{ANY_CHAR}\x1f{feature}" for feature in shared_features(c, reading))
         keys.append([zlib.crc32(text.encode()) for text in texts])
     return keys
@@ -136,7 +141,7 @@ class PolyphoneModel:
 
     def predict(self, char: str, c: Context) -> str:
         """The best-scoring reading of `char` in context `c`."""
-        readings = candidates(self.readings[char], c)
+        readings = candidates(self.readings[char], c.reading)
         scores = self.scores(char, c, readings)
         best = readings[int(np.argmax(scores))]
         if c.source == PHRASE and scores.max() - scores[readings.index(c.reading)] < self.margin:
@@ -146,9 +151,9 @@ class PolyphoneModel:
         return best
 
 
-def candidates(known: tuple[str, ...], c: Context) -> tuple[str, ...]:
-    """The readings to choose from: the character's known ones and the one it holds."""
-    return known if not c.reading or c.reading in known else (*known, c.reading)
+def candidates(known: tuple[str, ...], reading: str) -> tuple[str, ...]:
+    """The readings to choose from: the character's known ones and the `reading` it holds."""
+    return known if not reading or reading in known else (*known, reading)
 
 
 def save_model(path, model: PolyphoneModel) -> None:

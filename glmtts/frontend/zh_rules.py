@@ -300,6 +300,10 @@ def _shuai(c: Context) -> str | None:  # 率: shuài (lead) before troops, also 
     return "shuai4" if c.word(1)[:1] in set("军兵部众师舰") else None
 
 
+def _cang(c: Context) -> str | None:  # 藏: cáng (hide) before a verb's particle or complement (藏了, 藏到)
+    return "cang2" if c.word(1)[:1] in set("了到起在着好进得住过") else None
+
+
 def _dao(c: Context) -> str | None:  # 倒: dǎo (fall) after verbs that make things fall
     return "dao3" if _last(c.word(-1)) in set("吹摔推打撞踢砍绊病累跌压击晕滑扳撂") else None
 
@@ -310,6 +314,7 @@ RULES: dict[str, Callable[[Context], str | None]] = {
     "背": _bei, "空": _kong, "种": _zhong_zhong, "数": _shu, "差": _cha, "弹": _tan, "干": _gan,
     "量": _liang, "只": _zhi, "散": _san, "和": _he, "结": _jie, "系": _xi, "假": _jia,
     "冲": _chong, "盛": _cheng, "行": _hang, "长": _zhang, "觉": _jiao_sleep, "倒": _dao, "率": _shuai,
+    "藏": _cang,
 }  # fmt: skip
 RULES.update({char: _surname for char in SURNAMES if char not in RULES})
 # The reading of a character that jieba leaves as a word of its own when no rule decided: the

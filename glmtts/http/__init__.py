@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from glmtts.http.batch import batch_router
+from glmtts.http.captions import captions_router
 from glmtts.http.discovery import discovery_router
 from glmtts.http.errors import NotReady, add_v1_fallback, install_error_handlers
 from glmtts.http.security import SecurityMiddleware
@@ -32,6 +33,7 @@ def create_api(service: Service) -> FastAPI:
 
     api.include_router(system_router(service))
     api.include_router(speech_router(service, require_warm))
+    api.include_router(captions_router(service, require_warm))  # Kokoro-FastAPI's /dev/captioned_speech
     api.include_router(voices_router(service, require_warm))
     api.include_router(batch_router(service, require_warm))
     api.include_router(discovery_router(service))

@@ -9,8 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from glmtts.batch import MAX_BATCH_BYTES
 from glmtts.http.forms import FORM_OVERHEAD_BYTES, check_length, read_form, read_json, read_upload
+from glmtts.jobs.batchfile import MAX_BATCH_BYTES
 from glmtts.openai_compat import validation_error
 from glmtts.options import UNCOERCED_BOOL, check_options
 from glmtts.service import Service

@@ -39,14 +39,6 @@ def discovery_router(service: Service) -> APIRouter:
     def open_webui_voices() -> dict[str, list[dict[str, str]]]:
         """Every name `voice` may take, in Open WebUI's shape `{"voices": [{"id", "name"}]}`: the built-in
         voices, the saved ones (named as saved) and the aliases (named with the voice they stand for)."""
-        library = service.voices
-        voices = [{"id": info.id, "name": info.name} for info in library.describe()]
-        hidden = {voice["id"] for voice in voices}  # an alias a voice of the same name hides is not a name of its own
-        aliases = [
-            {"id": alias, "name": f"{alias} ({target})"}
-            for alias, target in library.aliases.mapping.items()
-            if alias not in hidden
-        ]
-        return {"voices": voices + aliases}
+        return {"voices": [{"id": voice_id, "name": label} for voice_id, label in service.voices.listing()]}
 
     return router

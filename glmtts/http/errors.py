@@ -23,7 +23,8 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from glmtts.files import StorageError
-from glmtts.jobs import BatchTooLarge, JobLimit, JobNotFound, JobStateError
+from glmtts.jobs.batchfile import BatchTooLarge
+from glmtts.jobs.interface import JobLimit, JobNotFound, JobStateError
 from glmtts.metrics import METHODS, UNMATCHED_ROUTE
 from glmtts.openai_compat import (
     MISSING_PARAMETER,

@@ -50,7 +50,7 @@ LOGIN_PATHS = frozenset(
 LOGIN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 KEY_REQUIRED = "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>', or log in on the page."
 WARMUP_HEADER = "x-glmtts-warmup"  # the app's own warm-up requests: neither keyed nor rate limited
-API_PREFIX = "/v1/"
+API_PREFIXES = ("/v1/", "/dev/")  # the API: OpenAI's paths and Kokoro-FastAPI's /dev/captioned_speech
 UI_LIMITED_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/login")
 SHARED_STATE_RETRY_S = 5
 
@@ -183,7 +183,7 @@ class SecurityMiddleware:
 
     async def _admitted(self, scope: Scope, path: str, headers: dict[str, str], send: Send) -> bool:
         """The credentials and the rate limit; sends the error and returns False when the request may not go on."""
-        is_api = path.startswith(API_PREFIX)
+        is_api = path.startswith(API_PREFIXES)
         key = presented_key(headers)
         required = self._credentials_required(path)
         authorized = not required or self._authorized(scope, path, headers)

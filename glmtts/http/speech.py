@@ -1,11 +1,14 @@
-"""Speech: OpenAI's `audio/speech` shape, whole or streamed, plus our seed and sample rate.
+"""Speech: OpenAI's `audio/speech` shape, streamed as it is made, plus our seed, sample rate and `stream` switch.
 
-Each request is a speech session (glmtts.session); this route only maps HTTP to it. A whole
-response waits for the session's result; a streamed one (`stream: true`, or `stream_format` "audio"
-or "sse") waits for the first chunk, so bad input still gets its 4xx, then streams the rest. One
-client watcher covers every wait: until the response starts, the ASGI receive channel's
-`http.disconnect` cancels the session; once it streams, the response cancels it when it ends, the
-client gone included. A text with parts no voice reads is answered with `X-Text-Warning`.
+Each request is a speech session (glmtts.session); this route only maps HTTP to it. As OpenAI's
+API does, a request streams by default, in every format: the route waits for the first chunk (so
+bad input still gets its 4xx), then sends the audio chunked as the segments come, or as
+`speech.audio.delta` events with `stream_format: "sse"`. `"stream": false` asks for one whole file
+instead, sent with its Content-Length and `X-RTF`. One client watcher covers every wait: until the
+response starts, the ASGI receive channel's `http.disconnect` cancels the session; once it
+streams, the response closes it when it ends, the client gone included. A text with parts no voice
+reads is answered with `X-Text-Warning`. `Server-Timing` carries the session's timing record: the
+whole request's in a whole file, up to the first chunk in a stream.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from glmtts.options import UNCOERCED_BOOL, OptionError, check_options
 from glmtts.pipeline import SynthesisRequest, playable
 from glmtts.service import Service
 from glmtts.session import SpeechSession
-from glmtts.types import Segment, SynthesisError, TimeLimitExceeded, unread_note
+from glmtts.types import AudioChunk, Segment, SynthesisError, SynthesisResult, TimeLimitExceeded, unread_note
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ T = TypeVar("T")
 
 
 class SpeechBody(BaseModel):
-    """The OpenAI `audio/speech` request, plus `seed`, `sample_rate` and our `stream` switch."""
+    """The OpenAI `audio/speech` request, plus `seed`, `sample_rate` and our `stream` switch (unset: stream)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -47,7 +50,7 @@ class SpeechBody(BaseModel):
     speed: Annotated[float | None, UNCOERCED_BOOL] = None
     instructions: str | None = None  # accepted, not followed: the voice comes from the prompt
     stream_format: str | None = None
-    stream: bool = False
+    stream: bool | None = None  # false: one whole file with its length; unset or true: streamed as it is made
     seed: Annotated[int | float | None, UNCOERCED_BOOL] = None  # true/false reach check_options, which refuses them
     sample_rate: Annotated[int | None, UNCOERCED_BOOL] = None
 
@@ -75,7 +78,7 @@ async def while_connected(request: Request, session: SpeechSession, wait: Awaita
 
 
 class SessionResponse(StreamingResponse):
-    """A streamed answer that cancels its session however it ends: finished, failed or its client gone."""
+    """A streamed answer that closes its session however it ends: finished, failed or its client gone."""
 
     def __init__(self, session: SpeechSession, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -87,7 +90,7 @@ class SessionResponse(StreamingResponse):
         finally:
             if not self.session.done:
                 _LOGGER.info("Stream ended before its synthesis: cancelling it")
-            self.session.cancel()
+            self.session.close()
 
 
 def text_headers(segment: Segment) -> dict[str, str]:
@@ -105,52 +108,93 @@ def speech_router(service: Service, require_warm) -> APIRouter:
     async def speech(body: SpeechBody, request: Request) -> Response:
         """Speak `input` in `voice` (a built-in or saved voice, or an OpenAI voice name)."""
         require_warm()
-        fmt = body.response_format or DEFAULT_FORMAT
-        if fmt not in FORMATS:
-            raise OptionError("response_format", f"response_format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
         if body.stream_format is not None and body.stream_format not in STREAM_FORMATS:
             raise OptionError("stream_format", f"stream_format must be one of {', '.join(STREAM_FORMATS)}.")
-        if message := model_error(body.model, service.engine.name):
-            raise OptionError("model", message)
-        options = check_options(service.engine, {"seed": body.seed, "speed": body.speed, "sample_rate": body.sample_rate})
-        synthesis = SynthesisRequest(body.input, voice_name(body.voice), "", options)
-        if body.stream or body.stream_format is not None:
-            session = service.start_speech(synthesis)
-            return await _streamed(session, request, fmt, sse=body.stream_format == "sse", characters=len(body.input))
-        session = service.start_speech(synthesis, whole=True)
-        result = await while_connected(request, session, session.result())
-        headers = {"X-RTF": f"{result.rtf:.3f}", "X-Sample-Rate": str(result.sample_rate), **text_headers(result.segments[0])}
-        audio = await run_in_threadpool(encode_audio, result.audio, result.sample_rate, fmt)
-        return Response(audio, media_type=FORMATS[fmt].media_type, headers=headers)
+        sse = body.stream_format == "sse"
+        if sse and body.stream is False:
+            raise OptionError("stream", 'stream_format "sse" is a stream: leave out "stream": false.')
+        fmt, synthesis = checked_request(body, service)
+        if body.stream is False:
+            return await _whole(service.start_speech(synthesis, whole=True), request, fmt)
+        return await _streamed(service.start_speech(synthesis), request, fmt, sse, characters=len(body.input))
 
     return router
 
 
+def checked_request(body: SpeechBody, service: Service) -> tuple[str, SynthesisRequest]:
+    """The body's output format and its synthesis request, checked: the one check of every speech route."""
+    fmt = body.response_format or DEFAULT_FORMAT
+    if fmt not in FORMATS:
+        raise OptionError("response_format", f"response_format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
+    if message := model_error(body.model, service.engine.name):
+        raise OptionError("model", message)
+    options = check_options(service.engine, {"seed": body.seed, "speed": body.speed, "sample_rate": body.sample_rate})
+    return fmt, SynthesisRequest(body.input, voice_name(body.voice), "", options)
+
+
+async def whole_audio(session: SpeechSession, request: Request, fmt: str) -> tuple[SynthesisResult, bytes]:
+    """The session's whole result and its audio encoded as `fmt`; the session is closed after."""
+    try:
+        result = await while_connected(request, session, session.result())
+        with session.timed("encode"):
+            return result, await run_in_threadpool(encode_audio, result.audio, result.sample_rate, fmt)
+    finally:
+        session.close()
+
+
+async def _whole(session: SpeechSession, request: Request, fmt: str) -> Response:
+    """Wait for the whole synthesis, then send one file with its length."""
+    result, audio = await whole_audio(session, request, fmt)
+    headers = {
+        "X-RTF": f"{result.rtf:.3f}",
+        "X-Sample-Rate": str(result.sample_rate),
+        "X-Segments": str(len(result.segments)),
+        "Server-Timing": session.server_timing(),
+        **text_headers(result.segments[0]),
+    }
+    return Response(audio, media_type=FORMATS[fmt].media_type, headers=headers)
+
+
 async def _streamed(session: SpeechSession, request: Request, fmt: str, sse: bool, characters: int) -> StreamingResponse:
-    """Wait for the first chunk (so bad input still gets its 4xx), then stream the rest as it comes."""
-    first = await while_connected(request, session, session.next_chunk())
-    if first is None:
-        raise SynthesisError("Nothing to speak.")
-    encoder = StreamEncoder(fmt, first.sample_rate)
+    """Wait for the first chunk (so bad input still gets its 4xx) and encode it, then stream the rest as it comes."""
 
     def encoded(data: bytes) -> bytes:
         return sse_audio_delta(data) if sse and data else data
 
+    async def encode(chunk: AudioChunk) -> bytes:
+        with session.timed("encode"):
+            return encoded(await run_in_threadpool(encoder.encode, playable(chunk)))
+
+    try:
+        first = await while_connected(request, session, session.next_chunk())
+        if first is None:
+            raise SynthesisError("Nothing to speak.")
+        encoder = StreamEncoder(fmt, first.sample_rate)
+        first_bytes = await encode(first)
+    except BaseException:
+        session.close()
+        raise
+
     async def body() -> AsyncIterator[bytes]:
-        chunk = first
         try:
-            while chunk is not None:
-                yield encoded(await run_in_threadpool(encoder.encode, playable(chunk)))
-                chunk = await session.next_chunk()
+            yield first_bytes
+            while (chunk := await session.next_chunk()) is not None:
+                yield await encode(chunk)
             yield encoded(encoder.finish())
             if sse:
                 yield sse_audio_done(characters)
         except TimeLimitExceeded as error:  # the status line is sent: the stream just ends early
             _LOGGER.warning("Stream cut: %s", error)
         finally:
-            session.cancel()
+            session.close()
             encoder.finish()
 
-    headers = {"X-Sample-Rate": str(first.sample_rate), "X-Segments": str(first.total), "Cache-Control": "no-store"}
+    headers = {
+        "X-Sample-Rate": str(first.sample_rate),
+        "X-Segments": str(first.total),
+        "Cache-Control": "no-store",
+        "Server-Timing": session.server_timing(),
+        **text_headers(first.segment),
+    }
     media_type = SSE_MEDIA_TYPE if sse else FORMATS[fmt].media_type
-    return SessionResponse(session, body(), media_type=media_type, headers={**headers, **text_headers(first.segment)})
+    return SessionResponse(session, body(), media_type=media_type, headers=headers)

@@ -25,6 +25,7 @@ class RunningApp:
     url: str
     outputs: Path
     ready_codes: list[int]
+    wyoming_port: int = 0  # Home Assistant's protocol beside HTTP (tests/server/test_wyoming.py)
     first_latency_s: float = 0.0
     warm_latencies_s: list[float] = field(default_factory=list)
 
@@ -97,8 +98,9 @@ def launched_app(outputs: Path, *args: str, **env: str) -> Iterator[tuple[str, l
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     outputs = tmp_path_factory.mktemp("app-outputs")
-    with launched_app(outputs) as (url, codes):
-        running = RunningApp(url, outputs, codes)
+    wyoming_port = free_port()
+    with launched_app(outputs, GLMTTS_WYOMING_PORT=str(wyoming_port)) as (url, codes):
+        running = RunningApp(url, outputs, codes, wyoming_port)
         # The very first synthesis request of the process, then the warm ones, same sentence.
         start = time.perf_counter()
         assert speak(url, FIRST_SENTENCE).status_code == 200

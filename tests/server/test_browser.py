@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -14,7 +16,7 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import expect
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
@@ -28,26 +30,32 @@ CHROMIUM_FLAGS = [
     "--disable-quic",
 ]
 UI_TIMEOUT_MS = 240_000
+STOP_TIMEOUT_S = 120
+# Enough segments that the synthesis is still running when Stop is clicked after the first one.
+LONG_TEXT = " ".join(f"Sentence {n} of this long request keeps the synthesis busy for a while." for n in range(1, 31))
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 
 
-@pytest.fixture(scope="module")
-def page(app_server, tmp_path_factory):
+@contextmanager
+def browser_page(url: str, profile: Path, **context) -> Iterator:
+    """A page of Debian's Chromium (headless, a profile of its own) opened on the UI at `url`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            accept_downloads=True,
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, accept_downloads=True, **context
         )
         page = browser.new_page()
-        open_page(page, app_server.url)
+        open_page(page, url)
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_server, tmp_path_factory):
+    with browser_page(app_server.url, tmp_path_factory.mktemp("chromium-profile")) as opened:
+        yield opened
 
 
 def open_page(page, url: str) -> None:
@@ -102,7 +110,9 @@ def test_batch_runs_to_a_zip(page, app_server, tmp_path):
     link.wait_for(timeout=UI_TIMEOUT_MS)
     archive = zipfile.ZipFile(io.BytesIO(fetch(app_server, link.get_attribute("href"))))
     names = sorted(name.split("/")[-1] for name in archive.namelist())
-    assert names == ["en.wav", "manifest.jsonl", "zh.wav"]
+    assert names == ["en.srt", "en.wav", "manifest.jsonl", "zh.srt", "zh.wav"]
+    captions = archive.read(next(n for n in archive.namelist() if n.endswith("en.srt"))).decode()
+    assert captions.startswith("1\n00:00:00,") and "batch line" in captions  # the item's words, timed
     manifest = [
         json.loads(x) for x in archive.read(next(n for n in archive.namelist() if n.endswith("manifest.jsonl"))).splitlines()
     ]
@@ -162,6 +172,27 @@ def test_the_phoneme_examples_include_phoneme_tokens(page):
         "琴<|X|><|IAN2|>的声音。Say [[arpa: HH AH0 L OW1]] to everyone.", timeout=UI_TIMEOUT_MS
     )
     expect(page.locator("#phoneme-voice input")).to_have_value("libri_1998", timeout=UI_TIMEOUT_MS)
+
+
+def metric(app_server, name: str) -> float:
+    text = fetch(app_server, "/metrics").decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_single_shows_its_progress_and_stop_cancels_the_synthesis(page, app_server):
+    open_page(page, app_server.url)
+    finished = metric(app_server, "glmtts_synthesis_rtf_count")
+    page.locator("#single-text textarea").fill(LONG_TEXT)
+    page.locator("#single-generate").click()
+    status = page.locator("#single-status")
+    expect(status).to_contain_text(re.compile(r"segment \d+ of \d+ \w+; about \d+ s left"), timeout=UI_TIMEOUT_MS)
+    total = int(re.search(r"of (\d+)", status.inner_text()).group(1))
+    assert total >= 10, status.inner_text()
+    page.locator("#single-stop").click()
+    expect(status).to_have_text("Stopped.", timeout=UI_TIMEOUT_MS)
+    wait_for(lambda: metric(app_server, "glmtts_syntheses_active") == 0, STOP_TIMEOUT_S, "the stopped synthesis to end")
+    assert metric(app_server, "glmtts_synthesis_rtf_count") == finished  # it ended without finishing
+    expect(page.locator("#single-output audio")).to_have_count(0)
 
 
 def test_the_system_tab_reads_as_labelled_rows_with_units(page):

@@ -108,12 +108,13 @@ def read_past_headers(sock: socket.socket) -> bytes:
 @pytest.mark.parametrize(
     ("body", "hold_from", "answered_first"),
     [
-        ({"input": "whole", "response_format": "wav"}, 1, False),  # a whole file, left mid-synthesis
+        ({"input": "whole", "stream": False, "response_format": "wav"}, 1, False),  # a whole file, left mid-synthesis
+        ({"input": "plain", "response_format": "pcm"}, 1, True),  # the default: a stream, left after its first chunk
         ({"input": "stream", "stream": True, "response_format": "pcm"}, 0, False),  # a stream, left before its first chunk
         ({"input": "stream", "stream": True, "response_format": "pcm"}, 1, True),  # a stream, left after it
         ({"input": "sse", "stream_format": "sse", "response_format": "pcm"}, 1, True),  # server-sent events, left after the first
     ],
-    ids=["whole", "stream-before-first-chunk", "stream-after-first-chunk", "sse"],
+    ids=["whole", "default", "stream-before-first-chunk", "stream-after-first-chunk", "sse"],
 )
 def test_a_client_that_leaves_cancels_its_synthesis(route, body, hold_from, answered_first):
     route.pipeline = pipeline = HeldPipeline(hold_from)
@@ -130,9 +131,11 @@ def test_a_client_that_leaves_cancels_its_synthesis(route, body, hold_from, answ
 def test_a_client_that_stays_gets_everything_uncancelled(route):
     route.pipeline = pipeline = HeldPipeline(None)
     url = f"http://127.0.0.1:{route.port}/v1/audio/speech"
-    whole = httpx.post(url, json={"input": "whole", "response_format": "wav"}, timeout=WAIT_S)
-    streamed = httpx.post(url, json={"input": "stream", "stream": True, "response_format": "pcm"}, timeout=WAIT_S)
+    whole = httpx.post(url, json={"input": "whole", "stream": False, "response_format": "wav"}, timeout=WAIT_S)
+    streamed = httpx.post(url, json={"input": "stream", "response_format": "pcm"}, timeout=WAIT_S)
     assert whole.status_code == streamed.status_code == 200
+    assert whole.headers["content-length"] == str(len(whole.content)) and "x-rtf" in whole.headers
+    assert streamed.headers["transfer-encoding"] == "chunked" and "x-rtf" not in streamed.headers
     audio, rate = sf.read(io.BytesIO(whole.content), dtype="float32")
     pause = int(0.12 * RATE)
     assert rate == RATE and len(audio) == 3 * 2400 + 2 * pause
@@ -163,13 +166,13 @@ def leave_during(url: str, body: dict, read_first: bool) -> float:
 
 @pytest.mark.parametrize(
     ("extra", "read_first"),
-    [({}, False), ({"stream": True}, True), ({"stream_format": "sse"}, True)],
-    ids=["whole", "stream", "sse"],
+    [({"stream": False}, False), ({}, True), ({"stream_format": "sse"}, True)],
+    ids=["whole", "default-stream", "sse"],
 )
 def test_the_app_stops_the_synthesis_of_a_client_that_left(app_server, extra, read_first):
     """200 sentences keep the device busy for tens of seconds; the client leaves after one segment at most."""
     stopped_s = leave_during(app_server.url, {"input": sentences(200), **extra}, read_first)
-    print(f"{extra or 'whole file'}: synthesis stopped {stopped_s:.2f} s after the client left")
+    print(f"{extra or 'default stream'}: synthesis stopped {stopped_s:.2f} s after the client left")
     after = status(app_server.url)
     assert after["queue_waiting"] == 0 and after["device_busy"] == 0
 

@@ -8,6 +8,8 @@ import httpx
 import pytest
 import soundfile as sf
 
+from glmtts.encoders import FORMATS
+
 from .conftest import speak
 
 
@@ -39,6 +41,27 @@ def test_speech_returns_playable_wav(app_server, text, voice, rate):
     assert abs(audio).max() > 0.05
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "wav"])
+def test_plain_requests_stream_and_stream_false_gives_a_whole_file(app_server, fmt):
+    """As OpenAI's API: chunked by default, with no length and no RTF (known at the end only); `"stream": false`
+    gives one file with its Content-Length and X-RTF. Both say their segments and timings."""
+    streamed = speak(app_server.url, "Two sentences here. And a second one.", response_format=fmt)
+    whole = speak(app_server.url, "Two sentences here. And a second one.", response_format=fmt, stream=False)
+    assert streamed.status_code == whole.status_code == 200, (streamed.text, whole.text)
+    assert streamed.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in streamed.headers and "x-rtf" not in streamed.headers
+    assert whole.headers["content-length"] == str(len(whole.content)) and "transfer-encoding" not in whole.headers
+    assert 0 < float(whole.headers["x-rtf"]) < 5
+    for response in (streamed, whole):
+        assert response.headers["content-type"] == FORMATS[fmt].media_type
+        assert response.headers["x-segments"] == whole.headers["x-segments"] and response.headers["x-sample-rate"] == "24000"
+        assert "synthesis;dur=" in response.headers["server-timing"]
+    assert "encode;dur=" in whole.headers["server-timing"]
+    streamed_audio, _ = sf.read(io.BytesIO(streamed.content))
+    whole_audio, _ = sf.read(io.BytesIO(whole.content))
+    assert abs(len(streamed_audio) - len(whole_audio)) < 0.05 * len(whole_audio)
+
+
 def test_flac_and_pcm_formats(app_server):
     flac = speak(app_server.url, "Format check.", response_format="flac")
     assert flac.status_code == 200 and sf.info(io.BytesIO(flac.content)).format == "FLAC"
@@ -55,7 +78,7 @@ def test_flac_and_pcm_formats(app_server):
         ({"input": "hello", "voice": "nobody"}, 400, "There is no voice"),
         ({"input": "hello", "voice": "../../etc/passwd"}, 400, "There is no voice"),
         ({"input": "hello", "response_format": "exe"}, 400, "response_format"),
-        ({"input": "hello", "speed": 10}, 400, "speed must be a number from 0.5 to 2"),
+        ({"input": "hello", "speed": 10}, 400, "speed must be a number from 0.25 to 4"),
         ({"input": 12}, 422, ""),
         ({"input": "x" * 20001}, 400, "the limit is 20000"),
         ({"voice": "libri_367"}, 400, "Missing required parameter: 'input'."),

@@ -1,6 +1,6 @@
 """The official `openai` Python SDK against the running app, changed in nothing but `base_url`: OpenAI's
-voice names, every response format (decoded: codec, sample rate, length), chunked streaming that starts
-before the synthesis ends, SSE events, OpenAI-shaped errors that the SDK turns into its exceptions
+voice names, every response format (decoded: codec, sample rate, length), chunked streaming by default
+that starts before the synthesis ends, whole files on `"stream": false`, SSE events, OpenAI-shaped errors that the SDK turns into its exceptions
 (a missing field, an unknown model, route or method included), and the models, listed and retrieved."""
 
 import base64
@@ -113,6 +113,31 @@ def test_streaming_starts_before_the_whole_is_done(client):
     first_s, total_s = arrivals[0][0], arrivals[-1][0]
     print(f"{len(arrivals)} chunks: first after {first_s:.2f} s, last after {total_s:.2f} s")
     assert first_s < 0.5 * total_s
+
+
+def test_a_plain_streaming_request_gets_audio_while_the_synthesis_runs(client, app_server):
+    """`with_streaming_response.create` without stream_format, as the SDK's examples, LiteLLM and Home Assistant
+    send it: the first bytes come while the synthesis is still running, shown by the order of events (the
+    status read after the first chunk still counts it), not by timing; then the rest in further chunks."""
+    with client.audio.speech.with_streaming_response.create(model="tts-1", voice="onyx", input=paragraph(12)) as response:
+        assert response.headers.get("transfer-encoding") == "chunked" and "content-length" not in response.headers
+        segments = int(response.headers["x-segments"])
+        chunks = response.iter_bytes()
+        first = next(chunks)
+        active_at_first = httpx.get(f"{app_server.url}/v1/status", timeout=30).json()["syntheses_active"]
+        rest = list(chunks)
+    assert segments >= 4 and first
+    assert active_at_first == 1, "the first bytes came only after the synthesis had ended"
+    assert len(rest) >= segments - 1  # at least a chunk a later segment
+    name, rate, audio = decode(first + b"".join(rest), "mp3")
+    assert name.startswith("mp3") and rate == RATE and len(audio) / rate > 20
+
+
+def test_stream_false_gives_a_whole_file_with_its_length(client):
+    speech = client.audio.speech.create(model="tts-1", voice=VOICE, input=SENTENCE, extra_body={"stream": False})
+    headers = speech.response.headers
+    assert headers["content-length"] == str(len(speech.content)) and float(headers["x-rtf"]) > 0
+    assert decode(speech.content, "mp3")[0].startswith("mp3")
 
 
 def test_sse_stream_sends_audio_deltas_then_done_with_usage(client):

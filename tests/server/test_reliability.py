@@ -334,11 +334,10 @@ def test_ui_bad_batch_lines_are_reported_in_the_table(ui, tmp_path):
     assert "outside the allowed folders" in messages[3] and "outside the allowed folders" in messages[4]
 
 
-def test_ui_bad_phonemes_and_dictionary_show_a_message(ui):
+def test_ui_bad_phonemes_show_a_message(ui):  # the dictionary's save is the page's own (test_gradio_api)
     assert "empty" in ui_error(ui, "/to_phonemes", "").lower()
     bad_tokens = ["<|NOPE|><|XX9|>", None, "libri_367", "", *options(phoneme=True)]
-    assert "unknown phoneme token" in ui_error(ui, "/synthesize_phonemes", *bad_tokens).lower()
-    assert "not saved" in ui_error(ui, "/save_replace_dict", "{not json").lower()
+    assert "unknown phoneme token" in ui_error(ui, "/synthesize", *bad_tokens).lower()
 
 
 def test_the_ui_and_api_still_serve_after_all_that(ui, app_server):

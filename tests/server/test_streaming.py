@@ -1,4 +1,4 @@
-"""Streamed speech: chunked audio from the first segment on, cancelled by a client that leaves (streamed
+"""Streamed speech (the default, as OpenAI's): chunked audio from the first segment on, cancelled by a client that leaves (streamed
 or not), stopped by the time limit; plus the async synthesis run and the error table on fakes (no models)."""
 
 import asyncio
@@ -88,6 +88,25 @@ def test_run_hands_out_every_chunk_and_ends_the_stream_in_its_own_thread():
     assert taker == releaser != threading.get_ident()
 
 
+def test_the_end_is_handed_out_before_the_pipelines_clean_up():
+    """The reader learns the end with the last segment's chunk, not after the pipeline's clean-up (its slot
+    to find the end, the memory trim): the clean-up here waits until the reader has returned."""
+    reader_returned, cleaned_up = threading.Event(), threading.Event()
+
+    class SlowCleanUp(FakePipeline):
+        def synthesize_stream(self, request, cancel):
+            try:
+                yield from super().synthesize_stream(request, cancel)
+            finally:
+                reader_returned.wait(5)
+                cleaned_up.set()
+
+    chunks = consume(SlowCleanUp(3))
+    assert len(chunks) == 3 and not cleaned_up.is_set()
+    reader_returned.set()
+    assert cleaned_up.wait(5)
+
+
 def test_cancel_stops_after_the_segment_in_progress():
     pipeline = FakePipeline(50, seconds_each=0.02)
     assert len(consume(pipeline, take=1)) == 1
@@ -149,12 +168,10 @@ def test_pipeline_errors_map_to_statuses_on_every_route(error, status, retry_aft
 
 # ----------------------------------------------------------------------------- the app as a process
 def stream(url: str, text: str, fmt: str) -> tuple[httpx.Response, list[tuple[float, bytes]]]:
-    """POST a streamed request; returns the response and (seconds since the request, bytes) per read."""
+    """POST a plain request (it streams by default); returns the response and (seconds since the request, bytes) per read."""
     start = time.perf_counter()
     pieces = []
-    with httpx.stream(
-        "POST", f"{url}/v1/audio/speech", json={"input": text, "stream": True, "response_format": fmt}, timeout=300
-    ) as r:
+    with httpx.stream("POST", f"{url}/v1/audio/speech", json={"input": text, "response_format": fmt}, timeout=300) as r:
         if r.status_code == 200:
             for data in r.iter_raw():
                 pieces.append((time.perf_counter() - start, data))
@@ -167,7 +184,8 @@ def stream(url: str, text: str, fmt: str) -> tuple[httpx.Response, list[tuple[fl
 def test_streamed_audio_matches_the_whole_file(app_server, fmt):
     response, pieces = stream(app_server.url, TWO_SEGMENTS, fmt)
     assert response.status_code == 200, response.text
-    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.headers["transfer-encoding"] == "chunked" and "content-length" not in response.headers
+    assert "x-rtf" not in response.headers  # known only at the end
     assert response.headers["x-sample-rate"] == str(RATE) and int(response.headers["x-segments"]) >= 2
     data = b"".join(p for _, p in pieces)
     if fmt == "pcm":
@@ -180,7 +198,7 @@ def test_streamed_audio_matches_the_whole_file(app_server, fmt):
         _, rate, audio = decode(data)
         assert rate == RATE and np.abs(audio).max() > 0.05
         streamed_s = len(audio) / rate
-    whole = speak(app_server.url, TWO_SEGMENTS, response_format=fmt if fmt != "pcm" else "wav")
+    whole = speak(app_server.url, TWO_SEGMENTS, response_format=fmt if fmt != "pcm" else "wav", stream=False)
     whole_audio, _ = sf.read(io.BytesIO(whole.content), dtype="float32")
     whole_s = len(whole_audio) / RATE
     print(f"{fmt}: streamed {streamed_s:.2f} s, whole {whole_s:.2f} s")
@@ -235,7 +253,7 @@ def test_a_whole_file_request_whose_client_gave_up_frees_the_device(app_server):
     assert speak(app_server.url, "Next, please.").status_code == 200
     short_s = time.perf_counter() - start
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{app_server.url}/v1/audio/speech", json={"input": sentences(60), "response_format": "wav"}, timeout=2)
+        httpx.post(f"{app_server.url}/v1/audio/speech", json={"input": sentences(60), "stream": False}, timeout=2)
     start = time.perf_counter()
     assert speak(app_server.url, "Next, please.").status_code == 200
     follow_up_s = time.perf_counter() - start
@@ -251,6 +269,8 @@ def test_a_whole_file_request_whose_client_gave_up_frees_the_device(app_server):
         ({"input": "hello", "stream": True, "voice": "nobody"}, 400, "there is no voice"),
         ({"input": "hello", "stream": True, "response_format": "ogg"}, 400, "response_format"),
         ({"input": "hello", "stream": "sometimes"}, 422, "boolean"),
+        ({"input": "hello", "stream": False, "stream_format": "sse"}, 400, "stream_format"),
+        ({"input": "😀😀"}, 400, "nothing to speak"),  # the default is a stream too
     ],
 )
 def test_bad_streamed_requests_get_a_status_not_a_broken_stream(app_server, body, status, message):

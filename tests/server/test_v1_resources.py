@@ -198,7 +198,7 @@ def test_batch_job_runs_to_a_zip_and_bad_input_is_refused(supervised):
     with zipfile.ZipFile(io.BytesIO(download.content)) as bundle:
         names = {Path(name).name for name in bundle.namelist()}
         manifest = [json.loads(line) for line in bundle.read(f"{first_id}/manifest.jsonl").decode().splitlines()]
-    assert names == {"a0.wav", "a1.wav", "manifest.jsonl"}
+    assert names == {"a0.wav", "a0.srt", "a1.wav", "a1.srt", "manifest.jsonl"}
     assert [record["uttid"] for record in manifest] == ["a0", "a1"] and all(r["status"] == "ok" for r in manifest)
     assert {first_id, second_id} <= {job["id"] for job in httpx.get(f"{url}/v1/batch").json()["jobs"]}
 

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from glmtts.audio import crossfade_join, read_prompt
-from glmtts.batch import confine_path, lines_to_jsonl, parse_jsonl, safe_name, uttid_collisions
+from glmtts.files import dumps_line
+from glmtts.jobs.batchfile import (
+    BatchItem,
+    BatchTooLarge,
+    confine_path,
+    lines_to_jsonl,
+    parse_jsonl,
+    safe_name,
+    uttid_collisions,
+)
 from glmtts.settings import PROJECT_ROOT, Settings
 from glmtts.types import SynthesisError
 
@@ -86,6 +95,23 @@ def test_empty_and_oversized_files_are_refused():
         parse_jsonl("\n\n", ALLOWED)
     with pytest.raises(SynthesisError, match="larger than"):
         lines_to_jsonl("x" * (3 * 1024 * 1024), "libri_367")
+
+
+def test_too_many_lines_are_refused_before_any_is_parsed(monkeypatch):
+    parsed = []
+    monkeypatch.setattr("glmtts.jobs.batchfile.confine_path", lambda raw, roots: parsed.append(raw))
+    with pytest.raises(BatchTooLarge, match="1001 utterances; the limit is 1000"):
+        parse_jsonl("\n".join(line(uttid=f"u{i}") for i in range(1001)), ALLOWED)
+    assert parsed == []
+
+
+def test_items_stored_as_records_come_back_equal_with_paths_and_voice_names_apart():
+    jsonl = "\n".join([line(uttid="by_path"), line(uttid="by_name", prompt_speech="libri_367"), "{broken"])
+    items = parse_jsonl(jsonl, ALLOWED, voice_names={"libri_367"})
+    stored = [json.loads(dumps_line(item.to_record())) for item in items]
+    assert [BatchItem.from_record(record) for record in stored] == items
+    assert isinstance(items[0].prompt_speech, Path) and items[1].prompt_speech == "libri_367"
+    assert items[2].prompt_speech is None and items[2].error
 
 
 def test_text_mode_gives_one_item_a_line_in_one_voice():

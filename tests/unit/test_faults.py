@@ -20,24 +20,27 @@ import pytest
 from glmtts.engines.embedded import EmbeddedEngine
 from glmtts.files import StorageError, split_lines
 from glmtts.http.errors import response_for
-from glmtts.jobs import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, BatchJobs
+from glmtts.jobs.disk_store import DiskJobQueue
+from glmtts.jobs.interface import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING
 from glmtts.voices import DiskVoiceStore, VoiceInfo
 from tests.unit.test_jobs import PROMPT, VOICES, PacedPipeline, ProcessKilled, jsonl, wait_until
 
 ITEMS = 3
-# fsyncs of a job's run: job.json (running), then per item its wav, its manifest line and job.json,
-# then the zip and job.json (done).
-RUN_FSYNCS = 1 + 3 * ITEMS + 2
+# fsyncs of a job's run: job.json (running), then per item its wav, its SRT, its manifest line and
+# job.json, then the zip and job.json (done).
+ITEM_FSYNCS = 4
+RUN_FSYNCS = 1 + ITEM_FSYNCS * ITEMS + 2
+FIRST_MANIFEST_FSYNC = 4
 
 
-def start(root: Path, pipeline: PacedPipeline) -> BatchJobs:
-    jobs = BatchJobs(pipeline, VOICES, root, [PROMPT.parent])
+def start(root: Path, pipeline: PacedPipeline) -> DiskJobQueue:
+    jobs = DiskJobQueue(pipeline, VOICES, root, [PROMPT.parent])
     jobs.recover()
     jobs.start()
     return jobs
 
 
-def assert_complete(jobs: BatchJobs, folder: Path, count: int = ITEMS) -> None:
+def assert_complete(jobs: DiskJobQueue, folder: Path, count: int = ITEMS) -> None:
     archive = jobs.archive(folder.name)  # with shared state, this writes the manifest if no replica did yet
     uttids = [json.loads(line)["uttid"] for line in split_lines((folder / "manifest.jsonl").read_bytes())]
     assert uttids == [f"u{i}" for i in range(count)]  # every item exactly once, in order
@@ -71,7 +74,7 @@ class Killer:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the killed worker
 @pytest.mark.parametrize("at", range(1, RUN_FSYNCS + 1))
 def test_a_crash_at_each_durable_step_then_resume_gives_each_item_once(tmp_path, monkeypatch, at):
-    killer = Killer(monkeypatch, at, tear=(at == 3))  # the 3rd fsync is u0's manifest line: torn mid-line
+    killer = Killer(monkeypatch, at, tear=(at == FIRST_MANIFEST_FSYNC))  # u0's manifest line: torn mid-line
     pipeline = PacedPipeline()
     jobs = start(tmp_path, pipeline)
     job = jobs.submit(jsonl(ITEMS))
@@ -95,11 +98,11 @@ KILLED_CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    import glmtts.jobs
+    import glmtts.jobs.disk_store
     from tests.unit.test_faults import start
     from tests.unit.test_jobs import PacedPipeline, jsonl
 
-    real_append = glmtts.jobs.append_record
+    real_append = glmtts.jobs.disk_store.append_record
 
     def append_then_die(log, record):
         if record["uttid"] == "u1":  # half its manifest line reaches the disk, then the process is killed
@@ -108,7 +111,7 @@ KILLED_CHILD = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         real_append(log, record)
 
-    glmtts.jobs.append_record = append_then_die
+    glmtts.jobs.disk_store.append_record = append_then_die
     pipeline = PacedPipeline()
     jobs = start(Path(sys.argv[1]), pipeline)
     print(jobs.submit(jsonl(3)), flush=True)
@@ -240,13 +243,13 @@ def test_the_engine_and_stores_load_on_a_read_only_outputs_disk(small_disk, capl
 def test_with_shared_state_a_disk_fault_stops_the_job_and_resume_runs_the_item_again(tmp_path, monkeypatch):
     pytest.importorskip("redis", reason="the redis client is not installed")
     from glmtts.cluster import connect
-    from glmtts.cluster.jobs import RedisBatchJobs
+    from glmtts.jobs.redis_store import RedisJobQueue
     from tests.unit.test_jobs import Disk
     from tests.unit.test_redis_server import RedisServer
 
     server = RedisServer(tmp_path / "redis").start()
     disk, pipeline = Disk(monkeypatch), PacedPipeline()
-    jobs = RedisBatchJobs(pipeline, VOICES, tmp_path / "batch", [PROMPT.parent], connect(server.url, "a:1"))
+    jobs = RedisJobQueue(pipeline, VOICES, tmp_path / "batch", [PROMPT.parent], connect(server.url, "a:1"))
     try:
         jobs.recover()
         jobs.start()

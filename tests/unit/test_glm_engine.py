@@ -13,9 +13,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from glmtts.engines.glm.checkpoint import describe_checkpoint, find_campplus, validate_checkpoint
-from glmtts.engines.glm.engine import MAX_PROMPT_SPEECH_TOKENS, GLMTTSEngine, _PromptHistory
+from glmtts.engines.glm.engine import GLMTTSEngine
 from glmtts.engines.glm.errors import CheckpointError
+from glmtts.engines.glm.fast_decode import FastDecoder
 from glmtts.engines.glm.random_checkpoint import write_random_checkpoint
+from glmtts.engines.glm.segment import MAX_PROMPT_SPEECH_TOKENS, PromptHistory
 from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisError, SynthesisOptions, TextRun
 
 RATE = 24000
@@ -145,7 +147,7 @@ def test_concurrent_requests_decode_together_and_match_one_at_a_time(
 
 
 def test_prompt_history_drops_old_segments_beyond_the_limit() -> None:
-    history = _PromptHistory([1, 2], [10] * 300)
+    history = PromptHistory([1, 2], [10] * 300)
     assert history.prompt(5, use_cache=True) == ([1, 2], [10] * 300)
     history.append([3] * 10, [11] * 300)
     history.append([4] * 10, [12] * 100)
@@ -197,6 +199,7 @@ def test_corrupted_llm_fails_load_by_key(ckpt: Path, tmp_path: Path) -> None:
 def test_decode_paths_and_streaming_are_described(engine: GLMTTSEngine, ckpt: Path) -> None:
     facts = engine.describe()
     assert facts["decode"] == "reference" and facts["stream"] is False  # the CPU default decode path
+    assert engine.decoder is engine.llm and "decode_capture" not in facts and "kv_cache" not in engine.memory_report()
     assert GLMTTSEngine.analysis_version == "2"  # prompts are analysed from their own rate now
     with pytest.raises(ValueError, match="decode"):
         GLMTTSEngine(ckpt, decode="turbo")
@@ -204,6 +207,7 @@ def test_decode_paths_and_streaming_are_described(engine: GLMTTSEngine, ckpt: Pa
     fast.load("cpu")
     facts = fast.describe()
     assert facts["decode"] == "fast" and facts["decode_capture"] == "eager" and facts["kv_cache_mib"] > 0
+    assert isinstance(fast.decoder, FastDecoder) and fast.decoder.llm is fast.llm and fast.batcher.decoder is fast.decoder
     assert fast.memory_report()["kv_cache"] > 0
 
 
@@ -252,3 +256,18 @@ def test_the_engine_imports_only_what_a_bare_gpu_machine_has() -> None:
                 assert top in sys.stdlib_module_names or top in allowed, f"{path.name} imports {name}"
                 if top == "glmtts":
                     assert name.startswith(allowed_glmtts), f"{path.name} imports {name}"
+
+
+def test_runtime_modules_hold_no_fixtures() -> None:
+    """Every random-weight writer lives in random_checkpoint.py, and no runtime module imports it."""
+    import ast
+
+    package = Path(__file__).resolve().parents[2] / "glmtts" / "engines" / "glm"
+    for path in sorted(package.glob("*.py")):
+        if path.name == "random_checkpoint.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = [node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+        assert not [name for name in defined if name.startswith(("write_random", "Random"))], path.name
+        imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert "glmtts.engines.glm.random_checkpoint" not in imported, path.name

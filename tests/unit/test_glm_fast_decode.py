@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from glmtts.engines.glm.fast_decode import SYNC_EVERY, FastDecoder
-from glmtts.engines.glm.llm import GenerationRequest, SpeechLM, write_random_llm
+from glmtts.engines.glm.llm import GenerationRequest, SpeechLM
+from glmtts.engines.glm.random_checkpoint import vocab_size_for, write_random_llm, write_random_tokenizer
 from glmtts.engines.glm.sampling import METHOD_CODES, SamplingConfig, sample_rows
-from glmtts.engines.glm.text_tokenizer import TextTokenizer, vocab_size_for, write_random_tokenizer
+from glmtts.engines.glm.text_tokenizer import TextTokenizer
 
 STEPS = 300
 GREEDY = SamplingConfig(method="greedy")

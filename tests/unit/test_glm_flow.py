@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from glmtts.engines.glm.errors import CheckpointError
-from glmtts.engines.glm.flow import FlowConfig, FlowDecoder, _FlowModule, read_hyperpyyaml, write_random_flow
+from glmtts.engines.glm.flow import FlowConfig, FlowDecoder, _FlowModule, read_hyperpyyaml
 from glmtts.engines.glm.hift import HiFTGenerator, HiFTSizes
 from glmtts.engines.glm.mel import audio_to_prompt_mel, resample
-from glmtts.engines.glm.vocoder import HiFTVocoder, Vocos2DVocoder, write_random_hift, write_random_vocos
+from glmtts.engines.glm.random_checkpoint import write_random_flow, write_random_hift, write_random_vocos
+from glmtts.engines.glm.vocoder import HiFTVocoder, Vocos2DVocoder
 from tests.tolerance import float32_tolerance
 from tests.unit.test_glm_parity import FLOW_CONTRACTION, FLOW_GAIN
 

@@ -13,15 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from glmtts.engines.glm.errors import CheckpointError
-from glmtts.engines.glm.llm import INDEX_FILE, BatchDecoding, GenerationRequest, SpeechLM, write_random_llm
+from glmtts.engines.glm.llm import INDEX_FILE, BatchDecoding, GenerationRequest, SpeechLM
+from glmtts.engines.glm.random_checkpoint import phoneme_symbols, vocab_size_for, write_random_llm, write_random_tokenizer
 from glmtts.engines.glm.sampling import SamplingConfig, sample_token
-from glmtts.engines.glm.text_tokenizer import (
-    CONFIG_FILE,
-    TextTokenizer,
-    phoneme_symbols,
-    vocab_size_for,
-    write_random_tokenizer,
-)
+from glmtts.engines.glm.text_tokenizer import CONFIG_FILE, TextTokenizer
 
 SHARD_1 = "model-00001-of-00002.safetensors"
 SHARD_2 = "model-00002-of-00002.safetensors"

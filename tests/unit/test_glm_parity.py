@@ -29,10 +29,11 @@ import pytest
 import torch
 
 from glmtts.engines.glm.campplus import audio_to_fbank
-from glmtts.engines.glm.flow import FlowDecoder, block_causal_mask, mask_block_frames, write_random_flow
+from glmtts.engines.glm.flow import FlowDecoder, block_causal_mask, mask_block_frames
 from glmtts.engines.glm.hift import fold_weight_norm
 from glmtts.engines.glm.mel import audio_to_prompt_mel, resample
-from glmtts.engines.glm.vocoder import HiFTVocoder, write_random_hift
+from glmtts.engines.glm.random_checkpoint import write_random_flow, write_random_hift
+from glmtts.engines.glm.vocoder import HiFTVocoder
 from tests.tolerance import float32_tolerance
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "glm"

@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import WhisperFeatureExtractor
 
-from glmtts.engines.glm.campplus import EMBEDDING_DIM, CamPlusSpeaker, audio_to_fbank, write_random_campplus
+from glmtts.engines.glm.campplus import EMBEDDING_DIM, CamPlusSpeaker, audio_to_fbank
 from glmtts.engines.glm.errors import CheckpointError
-from glmtts.engines.glm.speech_tokenizer import SpeechTokenizer, block_causal_mask, write_random_speech_tokenizer
+from glmtts.engines.glm.random_checkpoint import write_random_campplus, write_random_speech_tokenizer
+from glmtts.engines.glm.speech_tokenizer import SpeechTokenizer, block_causal_mask
 from glmtts.engines.glm.whisper_features import whisper_log_mel
 
 RATE = 16000

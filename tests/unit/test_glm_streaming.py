@@ -14,6 +14,7 @@ pass over the mel it decided (exactly away from joins, within 0.7 dB at them).
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -226,7 +227,7 @@ def test_engine_streams_pieces_of_a_segment(engine: GLMTTSEngine, voice: PromptV
     assert sum(len(piece.audio) for piece in first_segment) == 120 * 2 * 480
     assert first_segment[-1].info == {"speech_tokens": 120, "flow_blocks": 3}
     assert all(set(piece.timings) == {"llm", "flow", "vocoder"} for piece in pieces)
-    whole = list(engine._synthesize(_segments("hello world today."), voice, options, None, stream=False))
+    whole = list(engine.synthesize_segments(_segments("hello world today."), voice, replace(options, stream=False)))
     assert len(whole) == 1 and len(whole[0].audio) == 120 * 2 * 480
 
 

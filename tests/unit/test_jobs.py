@@ -17,17 +17,9 @@ import numpy as np
 import pytest
 
 from glmtts.files import StorageError, split_lines
-from glmtts.jobs import (
-    CANCELLED,
-    DONE,
-    INTERRUPTED,
-    RUNNING,
-    BatchInputError,
-    BatchJobs,
-    BatchTooLarge,
-    JobNotFound,
-    JobStateError,
-)
+from glmtts.jobs.batchfile import BatchInputError, BatchTooLarge
+from glmtts.jobs.disk_store import DiskJobQueue
+from glmtts.jobs.interface import CANCELLED, DONE, INTERRUPTED, RUNNING, JobNotFound, JobStateError
 from glmtts.pipeline import SynthesisRequest
 from glmtts.scheduler import INTERACTIVE, DeviceScheduler
 from glmtts.settings import PROJECT_ROOT
@@ -106,7 +98,7 @@ def make_jobs(tmp_path):
     made = []
 
     def build(pipeline):
-        jobs = BatchJobs(pipeline, VOICES, tmp_path / "batch", [PROMPT.parent])
+        jobs = DiskJobQueue(pipeline, VOICES, tmp_path / "batch", [PROMPT.parent])
         jobs.recover()
         jobs.start()
         made.append((jobs, pipeline))
@@ -142,8 +134,34 @@ def test_job_runs_items_in_order_records_errors_and_zips(make_jobs, tmp_path):
     assert state["status"] == DONE and state["done"] == 3 and state["finished"]
     with zipfile.ZipFile(jobs.archive(first)) as bundle:
         names = {Path(name).name for name in bundle.namelist()}
-    assert names == {"a0.wav", "a2.wav", "manifest.jsonl"}  # results only: the input and state stay on the server
+    assert names == {
+        "a0.wav",
+        "a0.srt",
+        "a2.wav",
+        "a2.srt",
+        "manifest.jsonl",
+    }  # results only: the input and state stay on the server
     assert [job["id"] for job in jobs.list()] == [second, first]
+
+
+def test_the_worker_runs_the_items_stored_at_submit_and_never_parses_the_file_again(make_jobs, tmp_path):
+    pipeline = PacedPipeline()
+    voices = ["libri_367"]
+    jobs = DiskJobQueue(pipeline, SimpleNamespace(known_names=lambda: voices), tmp_path / "batch", [PROMPT.parent])
+    by_name = json.dumps({"uttid": "named", "prompt_text": "", "prompt_speech": "libri_367", "syn_text": "text named"})
+    job = jobs.submit(jsonl(1) + "\n" + by_name, SynthesisOptions(seed=11))
+    folder = tmp_path / "batch" / job
+    (folder / "input.jsonl").write_text("{not the file that was submitted")
+    voices.clear()  # a voice removed after submit: the item still names it, the pipeline decides
+    seen = []
+    synthesize = pipeline.synthesize
+    pipeline.synthesize = lambda request, cancel=None: (seen.append(request), synthesize(request, cancel))[1]
+    jobs.start()
+    pipeline.allow()
+    wait_until(lambda: jobs.progress(job)["status"] == DONE)
+    jobs.shutdown(timeout_s=5)
+    assert [(r.text, r.prompt, r.options.seed) for r in seen] == [("text u0", PROMPT, 11), ("text named", "libri_367", 11)]
+    assert [json.loads(line)["uttid"] for line in split_lines((folder / "items.jsonl").read_bytes())] == ["u0", "named"]
 
 
 def test_submit_rejects_bad_input_with_the_line(make_jobs):

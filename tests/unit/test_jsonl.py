@@ -8,10 +8,12 @@ from types import SimpleNamespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glmtts.batch import MANIFEST, append_record, lines_to_jsonl, open_manifest, parse_jsonl
 from glmtts.files import dumps_line, split_lines
-from glmtts.jobs import BatchJobs, JobState, _Job, read_manifest
+from glmtts.jobs.batchfile import lines_to_jsonl, parse_jsonl
+from glmtts.jobs.disk_store import DiskJobQueue, JobState, _Job
+from glmtts.jobs.manifest import MANIFEST, append_record, open_manifest, read_manifest
 from glmtts.settings import PROJECT_ROOT
+from glmtts.types import SynthesisOptions
 
 PROMPT = PROJECT_ROOT / "examples" / "prompt" / "libri_367.flac"
 # Every character str.splitlines() ends a line at: the class the writer must escape, derived, not listed.
@@ -80,12 +82,22 @@ def test_manifest_round_trip(tmp_path_factory, texts):
     assert len((folder / MANIFEST).read_text(encoding="utf-8").splitlines()) == len(records)
 
 
+OPTIONS = st.builds(
+    SynthesisOptions,
+    seed=st.integers(0, 2**32 - 1),
+    speed=st.floats(0.5, 2.0),
+    sample_rate=st.sampled_from([None, 24000]),
+    top_p=st.one_of(st.none(), st.floats(0.01, 1.0)),
+    use_cache=st.booleans(),
+)
+
+
 @EXAMPLES
-@given(ANY_TEXT, st.lists(ANY_TEXT, max_size=4), st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=3), ANY_TEXT)
+@given(ANY_TEXT, st.lists(ANY_TEXT, max_size=4), OPTIONS, ANY_TEXT)
 def test_job_state_round_trip(tmp_path_factory, name, uttids, options, message):
     folder = tmp_path_factory.mktemp("batch") / "20260101-000000_job"
     folder.mkdir()
-    jobs = BatchJobs(SimpleNamespace(), SimpleNamespace(), folder.parent, [])
+    jobs = DiskJobQueue(SimpleNamespace(), SimpleNamespace(), folder.parent, [])
     state = JobState(folder.name, name, "failed", uttids, options, "2026-01-01T00:00:00+00:00", message=message)
     jobs._save(_Job(state, folder))
     assert jobs._load(folder).state == state

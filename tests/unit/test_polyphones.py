@@ -89,6 +89,12 @@ def test_technical_terms_and_rare_characters(g2p, text, char, expected):
         ("他去银行取钱", "行", "hang2"),
         ("他的单位在城里", "单", "dan1"),
         ("你查一查", "查", "cha2"),
+        ("他们在山洞里藏了很多粮食", "藏", "cang2"),  # the verb before 了 / 到 / 起来
+        ("你把我的书藏到哪里去了", "藏", "cang2"),
+        ("西藏的宝藏", "藏", "zang4"),
+        ("他们的成绩相差很多", "差", "cha4"),  # pypinyin's phrase reading kept: CPP's chā here is no reason to leave it
+        ("甭说了", "甭", "beng2"),  # characters g2pM never learnt keep the dictionary's reading
+        ("於是他走了", "於", "yu2"),
     ],
 )
 def test_everyday_contexts(g2p, text, char, expected):
@@ -119,6 +125,16 @@ def test_model_changes_only_what_phrases_and_rules_left(g2p):
     assert g2p.readings("他去银行取了两只猫")[3] == "hang2"
 
 
+def test_model_reads_with_g2pms_probabilities(g2p):
+    """Each polyphone the model reads carries g2pM's probability of each of its candidate readings."""
+    analysis = g2p.settle("这一行的行家说银杏在秋天很好看")
+    contexts = g2p.contexts(analysis, analysis.unsettled())
+    assert contexts
+    for context in contexts.values():
+        assert sum(context.neural.values()) == pytest.approx(1.0, abs=1e-6)
+        assert set(context.neural) <= set(g2p._model.readings[context.text[context.index]]) | {context.reading}
+
+
 def test_model_file_is_small_and_loads_the_same_way_twice(g2p):
     from importlib import resources
 
@@ -140,9 +156,10 @@ def test_neural_reader_matches_g2pm():
     for text in ("然而他红了二十年以后竟退出了大家的视线", "银行行长说这一行不好做", "他把书塞进书包"):
         expected = reference(text, char_split=True)
         positions = [i for i, ch in enumerate(text) if len(reference.cedict.get(ch, ())) > 1]
-        got = reader.best(text, {i: every for i in positions})
-        assert [got[i][0] for i in positions] == [expected[i] for i in positions]
-        assert all(0.0 < probability <= 1.0 for _, probability in got.values())
+        got = reader.distributions(text, {i: every for i in positions})
+        assert [max(got[i], key=got[i].get) for i in positions] == [expected[i] for i in positions]
+        assert all(sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6) for probabilities in got.values())
+    assert reader.distributions("他把书塞进书包", {3: ("sai1", "not-a-reading")}) == {3: {"sai1": 1.0}}
 
 
 def test_cpp_sample_floor(g2p):

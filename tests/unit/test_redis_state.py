@@ -16,11 +16,11 @@ import pytest
 redis = pytest.importorskip("redis", reason="the redis client is not installed (pip install redis)")
 
 from glmtts.cluster import SharedStateUnavailable, connect
-from glmtts.cluster.jobs import STREAM, RedisBatchJobs
 from glmtts.cluster.ratelimit import RedisRateLimiter
 from glmtts.cluster.voices import RedisVoiceStore
 from glmtts.http.errors import response_for
-from glmtts.jobs import CANCELLED, DONE, RUNNING, JobStateError
+from glmtts.jobs.interface import CANCELLED, DONE, RUNNING, JobStateError
+from glmtts.jobs.redis_store import STREAM, RedisJobQueue
 from glmtts.scheduler import DeviceScheduler
 from glmtts.settings import Settings
 from glmtts.types import SynthesisError
@@ -97,12 +97,12 @@ def test_a_name_is_taken_once_across_replicas_and_freed_by_delete(redis_server, 
 # --------------------------------------------------------------------------- batch jobs
 @pytest.fixture
 def replicas(tmp_path, redis_server):
-    """Build RedisBatchJobs "replicas" sharing one Redis and one batch folder; shut them down after."""
+    """Build RedisJobQueue "replicas" sharing one Redis and one batch folder; shut them down after."""
     made = []
 
     def build(name: str, lease_s: float = 30.0, pipeline: PacedPipeline | None = None):
         pipeline = pipeline or PacedPipeline()
-        jobs = RedisBatchJobs(pipeline, VOICES, tmp_path / "batch", [PROMPT.parent], connect(redis_server.url, name), lease_s)
+        jobs = RedisJobQueue(pipeline, VOICES, tmp_path / "batch", [PROMPT.parent], connect(redis_server.url, name), lease_s)
         jobs.recover()
         jobs.start()
         made.append((jobs, pipeline))
@@ -139,9 +139,21 @@ def test_items_spread_over_replicas_and_every_replica_shows_and_zips_the_job(rep
     assert {line["replica"] for line in lines} == {"a:1", "b:2"}
     folder = tmp_path / "batch" / job
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["input.jsonl", "manifest.jsonl"] + [f"u{i}.wav" for i in range(8) if i != 3]
+        ["input.jsonl", "manifest.jsonl"] + [f"u{i}{suffix}" for i in range(8) if i != 3 for suffix in (".wav", ".srt")]
     )
     assert [summary["id"] for summary in second.list()] == [job] and first.pending_items() == 0
+
+
+def test_a_job_is_stored_with_its_items_parsed_once_and_workers_run_those(replicas, redis_server):
+    jobs, pipeline = replicas("a:1")
+    job = jobs.submit(jsonl(2), name="stored")
+    client = redis.Redis.from_url(redis_server.url)
+    stored = json.loads(client.hget(f"glmtts:job:{job}", "items"))
+    assert [record["uttid"] for record in stored] == ["u0", "u1"] and Path(stored[0]["prompt_file"]) == PROMPT.resolve()
+    assert client.hget(f"glmtts:job:{job}", "input") is None  # the file is not kept to be parsed again
+    pipeline.allow()
+    wait_until(lambda: jobs.progress(job)["status"] == DONE)
+    assert [item["status"] for item in jobs.progress(job)["items"]] == ["ok", "ok"]
 
 
 def test_an_item_of_a_dead_replica_runs_elsewhere_once_its_lease_runs_out(replicas, redis_server):

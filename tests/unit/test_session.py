@@ -196,12 +196,13 @@ def test_closing_the_pages_generator_cancels_its_synthesis(page):
 
 
 def test_cancelling_a_batch_job_stops_its_running_item_and_resume_runs_it_again(tmp_path):
-    from glmtts.jobs import CANCELLED, DONE, BatchJobs
+    from glmtts.jobs.disk_store import DiskJobQueue
+    from glmtts.jobs.interface import CANCELLED, DONE
     from glmtts.settings import PROJECT_ROOT
 
     prompt = PROJECT_ROOT / "examples" / "prompt" / "libri_367.flac"
     engine = CountingEngine(hold_from=1)
-    jobs = BatchJobs(pipeline_with(engine), SimpleNamespace(known_names=list), tmp_path / "batch", [prompt.parent])
+    jobs = DiskJobQueue(pipeline_with(engine), SimpleNamespace(known_names=list), tmp_path / "batch", [prompt.parent])
     jobs.recover()
     jobs.start()
     try:

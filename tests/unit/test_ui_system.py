@@ -1,6 +1,6 @@
 """The System tab's status rows: human names, units, rounding, and keys the page does not know yet."""
 
-from glmtts.ui_system import STATUS_COLUMNS, cleared_rows, history_frame, status_rows
+from glmtts.ui.system import STATUS_COLUMNS, cleared_rows, history_frame, status_rows
 
 
 def rows_by_label(status: dict) -> dict[str, tuple[str, str]]:

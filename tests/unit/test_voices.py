@@ -3,11 +3,13 @@
 The library runs with a counting stand-in engine and a stand-in frontend, so every analysis is seen.
 """
 
+import io
 import json
 import logging
 import threading
 import time
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from glmtts.audio import read_prompt
 from glmtts.engine import Engine
 from glmtts.engines.embedded.engine import EmbeddedVoice
 from glmtts.engines.embedded.voice_match import MatchParams, VoiceProfile
@@ -37,6 +40,7 @@ from glmtts.voices import (
     VoiceNameTaken,
     VoiceNotFound,
     normalize_voice_name,
+    prompt_language,
 )
 
 PROMPT = PROJECT_ROOT / "examples" / "prompt" / "libri_367.flac"
@@ -384,3 +388,128 @@ def test_any_unicode_name_is_stored_normalized_and_found_or_refused_leaving_noth
         assert library.get(info.id) == info and library.resolve(name or info.id) is library.resolve(info.id)
     finally:
         library.delete(info.id)
+
+
+# --------------------------------------------------------------------------- moving, renaming and hearing voices
+def test_a_voice_exported_here_imports_elsewhere_with_its_analysis_and_its_name(tmp_path):
+    here = make_library(tmp_path / "here")
+    info = here.create(PROMPT.read_bytes(), "He was a man of fifty.", "Alice")
+    filename, data = here.export(info.id)
+    assert filename == "alice.voice.zip"
+
+    there = make_library(tmp_path / "there")
+    imported = there.import_voice(data)
+    assert (imported.name, imported.prompt_text, imported.duration_s) == ("Alice", info.prompt_text, info.duration_s)
+    assert there.engine.prepared == []  # same engine and analysis version: the file's analysis is used
+    assert there.resolve("alice").features == here.resolve(info.id).features
+    samples, rate = there.prompt_audio(imported.id)
+    original, original_rate = here.prompt_audio(info.id)
+    assert rate == original_rate and np.array_equal(samples, original)
+    with pytest.raises(VoiceExists):  # the same name and prompt again
+        there.import_voice(data)
+    assert there.import_voice(data, name="Alice 2").name == "Alice 2"
+    with pytest.raises(VoiceNameTaken):
+        there.import_voice(data, name="libri_367")
+
+    elsewhere = make_library(tmp_path / "glm", engine_name="glm-tts")  # another engine: analysed again, once
+    elsewhere.import_voice(data)
+    assert len(elsewhere.engine.prepared) == 1
+
+
+def test_builtin_voices_export_and_every_voice_plays_its_prompt(tmp_path):
+    library = make_library(tmp_path)
+    filename, data = library.export("libri_367")
+    assert filename == "libri-367.voice.zip"
+    assert library.import_voice(data, name="Reader").prompt_text == library.get("libri_367").prompt_text
+    samples, rate = library.prompt_audio("libri_367")
+    assert samples.dtype == np.float32 and 3 < len(samples) / rate < 31
+    with pytest.raises(VoiceNotFound):
+        library.prompt_audio("nobody")
+
+
+def corrupt_zips(data: bytes) -> dict[str, bytes]:
+    """Voice files damaged one way each: what an attacker or a bad copy sends."""
+
+    def rezip(edit) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+            members = {name: source.read(name) for name in source.namelist()}
+            for name, content in edit(members).items():
+                target.writestr(name, content)
+        return out.getvalue()
+
+    meta = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("voice.json"))
+    return {
+        "not a zip": b"PK\x03\x04 not really",
+        "stranger": rezip(lambda m: {**m, "../../etc/passwd": b"x"}),
+        "no prompt": rezip(lambda m: {k: v for k, v in m.items() if k != "prompt.wav"}),
+        "other format": rezip(lambda m: {**m, "voice.json": json.dumps({**meta, "format": "x"})}),
+        "newer version": rezip(lambda m: {**m, "voice.json": json.dumps({**meta, "version": 99})}),
+        "name not text": rezip(lambda m: {**m, "voice.json": json.dumps({**meta, "name": ["a"]})}),
+        "bomb": rezip(lambda m: {**m, "voice.json": b" " * (65 * 1024)}),
+        "bad name": rezip(lambda m: {**m, "voice.json": json.dumps({**meta, "name": "a\u202eb"})}),
+        "not audio": rezip(lambda m: {**m, "prompt.wav": b"RIFF...."}),
+    }
+
+
+def test_damaged_or_hostile_voice_files_are_refused_and_leave_nothing(tmp_path):
+    library = make_library(tmp_path)
+    _, data = library.export("libri_367")
+    for damage, damaged in corrupt_zips(data).items():
+        with pytest.raises(SynthesisError) as refused:
+            library.import_voice(damaged)
+        assert str(refused.value), damage
+        assert library.saved_count == 0, damage
+    assert not any((tmp_path / "voices").iterdir())
+
+
+def test_an_undecodable_analysis_in_the_file_is_analysed_again(tmp_path):
+    library = make_library(tmp_path)
+    _, data = library.export("libri_367")
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, b"garbage" if name == "features.npz" else source.read(name))
+    prepared = len(library.engine.prepared)
+    library.import_voice(out.getvalue(), name="Again")
+    assert len(library.engine.prepared) == prepared + 1
+
+
+def test_a_rename_follows_the_name_rules_keeps_the_id_and_survives_a_restart(tmp_path):
+    library = make_library(tmp_path)
+    first = library.create(PROMPT.read_bytes(), "One.", "First")
+    second = library.create(PROMPT.read_bytes(), "Two.", "Second")
+    renamed = library.rename(first.id, "  Ｆｉｒｓｔ   Take ")
+    assert (renamed.id, renamed.name) == (first.id, "First Take")
+    assert library.resolve("first take").key == library.resolve(first.id).key
+    with pytest.raises(SynthesisError, match="There is no voice"):
+        library.resolve("First")
+    assert library.rename(first.id, "FIRST TAKE").name == "FIRST TAKE"  # the same name in another case
+    for taken in ("second", "libri_367", "alloy"):
+        with pytest.raises(VoiceNameTaken):
+            library.rename(first.id, taken)
+    with pytest.raises(VoiceNameError):
+        library.rename(first.id, "   ")
+    with pytest.raises(BuiltinVoice):
+        library.rename("libri_367", "Mine")
+    with pytest.raises(VoiceNotFound):
+        library.rename("nobody-00000000", "Mine")
+    assert make_library(tmp_path).get(first.id).name == "FIRST TAKE"
+    assert library.get(second.id).name == "Second"
+
+
+def test_the_prompt_language_is_told_from_the_transcript():
+    assert [prompt_language(t) for t in ("Hello there.", "你好。", "我用 GPU 跑。", "", "1 2 3")] == ["en", "zh", "zh+en", "", ""]
+
+
+def test_a_builtin_file_is_decoded_once_until_it_changes(tmp_path, monkeypatch):
+    library = make_library(tmp_path)
+    library.resolve("libri_367")
+    reads = []
+    real_read = read_prompt
+    monkeypatch.setattr("glmtts.voices.read_prompt", lambda source, *a: reads.append(source) or real_read(source, *a))
+    first = library.resolve("libri_367")
+    assert library.resolve("libri_367") is first and reads == []  # a warm request reads no audio
+    for n in range(300):  # transcripts a request may give: the remembered keys stay bounded
+        library.resolve("libri_367", f"transcript {n}")
+    assert len(library._file_keys) <= 256

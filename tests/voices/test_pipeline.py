@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from glmtts.jobs import DONE
+from glmtts.jobs.interface import DONE
 from glmtts.pipeline import SynthesisRequest
 from glmtts.types import SynthesisError, SynthesisOptions
 
@@ -61,13 +61,28 @@ def test_batch_job_records_failures_and_goes_on(embedded_service):
         assert time.monotonic() < deadline, jobs.progress(job_id)
         time.sleep(0.1)
     job = embedded_service.settings.batch_dir / job_id
-    assert sorted(p.name for p in job.iterdir()) == ["a.wav", "b.wav", "input.jsonl", "job.json", "manifest.jsonl"]
+    assert sorted(p.name for p in job.iterdir()) == [
+        "a.srt",
+        "a.wav",
+        "b.srt",
+        "b.wav",
+        "input.jsonl",
+        "items.jsonl",
+        "job.json",
+        "manifest.jsonl",
+    ]
     manifest = [json.loads(x) for x in (job / "manifest.jsonl").read_text().splitlines()]
     assert [m["status"] for m in manifest] == ["ok", "error", "error", "ok"]
     assert manifest[3]["normalized_text"] == "第二条。" and "<|" not in manifest[0]["phonemes"]
     assert "not valid JSON" in manifest[1]["message"] and "empty" in manifest[2]["message"]
     zipped = zipfile.ZipFile(jobs.archive(job_id)).namelist()
-    assert sorted(name.split("/")[-1] for name in zipped) == ["a.wav", "b.wav", "manifest.jsonl"]  # results, not input
+    assert sorted(name.split("/")[-1] for name in zipped) == [
+        "a.srt",
+        "a.wav",
+        "b.srt",
+        "b.wav",
+        "manifest.jsonl",
+    ]  # results, not input
 
 
 def test_clear_caches_keeps_models_warm(embedded_service):

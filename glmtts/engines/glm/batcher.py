@@ -15,12 +15,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
+from glmtts.engines.glm.decoder import SpeechDecoder
 from glmtts.engines.glm.llm import GenerationRequest
 from glmtts.engines.glm.sampling import SamplingConfig
 
@@ -28,14 +28,6 @@ _LOGGER = logging.getLogger(__name__)
 
 GATHER_WINDOW_S = 0.005  # how long the first call waits for others to join its batch
 _END = object()  # the last item of a call's queue when its row ended normally
-
-
-class BatchDecoder(Protocol):
-    """What the batcher drives: SpeechLM (reference path) and FastDecoder (fast path) both are."""
-
-    def stream_batch(
-        self, requests: Sequence[GenerationRequest], stopped: Callable[[int], bool] | None = None
-    ) -> Iterator[list[list[int]]]: ...
 
 
 @dataclass(eq=False)
@@ -51,7 +43,7 @@ class _PendingCall:
 class DecodeBatcher:
     """Owns the waiting line of LLM calls in front of one decoder and the worker that batches them."""
 
-    def __init__(self, decoder: BatchDecoder, max_batch: int, gather_s: float = GATHER_WINDOW_S):
+    def __init__(self, decoder: SpeechDecoder, max_batch: int, gather_s: float = GATHER_WINDOW_S):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self.decoder = decoder

@@ -6,7 +6,8 @@ the flow turns them into mel frames conditioned on the original prompt; HiFT (24
 (32 kHz) makes the waveform. With `max_batch` above 1, the LLM calls of concurrent requests are
 decoded together (batcher.py); flow and vocoder run per request.
 
-Two decode paths (`decode`): "reference" is upstream's computation, the parity oracle and the CPU
+Two decode paths (`decode`), chosen once at load: the decoder (decoder.py) and what turns a whole
+segment's tokens into audio. "reference" is upstream's computation, the parity oracle and the CPU
 default: transformers' Llama, host-side sampling, and one seeded generator per segment that drives
 the LLM, then the flow (its two guidance branches as two calls), then the vocoder, as upstream's
 global seed does. "fast" (the CUDA default, fast_decode.py) decodes on a static KV cache with
@@ -17,9 +18,8 @@ Streaming (`stream`, per request when the options carry it): the flow and the vo
 into audio block by block while the LLM still decodes (streaming.py), and each segment comes out
 in several pieces. A non-streamed segment on the reference path stays upstream-exact.
 
-An optimisation that fails at warm-up does not fail start-up: a step capture (CUDA graphs,
-torch.compile) that raises falls back to the eager step, and bf16/fp16 that raises or makes
-non-finite audio reloads the LLM and the flow in fp32; each fallback is logged and described.
+Each segment's LLM call and job come from segment.py (prompt history); warm-up and its fallbacks
+(eager step, float32) from warmup.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,15 +41,18 @@ from glmtts.engines.glm import checkpoint
 from glmtts.engines.glm.batcher import DecodeBatcher
 from glmtts.engines.glm.campplus import CamPlusSpeaker
 from glmtts.engines.glm.choices import CAPTURES, DECODES, DTYPES
-from glmtts.engines.glm.fast_decode import DEFAULT_MAX_POSITIONS, SYNC_EVERY, FastDecoder
+from glmtts.engines.glm.decoder import SpeechDecoder
+from glmtts.engines.glm.fast_decode import DEFAULT_MAX_POSITIONS, FastDecoder
 from glmtts.engines.glm.flow import FlowDecoder
-from glmtts.engines.glm.llm import GenerationRequest, SpeechLM
+from glmtts.engines.glm.llm import SpeechLM
 from glmtts.engines.glm.mel import audio_to_prompt_mel
 from glmtts.engines.glm.sampling import SamplingConfig
+from glmtts.engines.glm.segment import PromptHistory, SegmentJob, segment_request
 from glmtts.engines.glm.speech_tokenizer import SpeechTokenizer
 from glmtts.engines.glm.streaming import SegmentStreamer, StreamSchedule, tokens_to_audio_whole
 from glmtts.engines.glm.text_tokenizer import TextTokenizer
 from glmtts.engines.glm.vocoder import HiFTVocoder, Vocos2DVocoder
+from glmtts.engines.glm.warmup import warm_up
 from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisError, SynthesisOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,11 +61,7 @@ TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.bfloat16, torch.float16), 
 HIFT_RATE = 24000
 VOCOS_RATE = 32000
 DEFAULT_RATE = HIFT_RATE
-MIN_TOKEN_TEXT_RATIO = 2  # speech tokens per text token, lower bound (end token masked before)
-MAX_TOKEN_TEXT_RATIO = 20
-MAX_PROMPT_SPEECH_TOKENS = 750  # prompt-history cache: drop old entries beyond this many speech tokens
 PROMPT_TEXT_SUFFIX = " "  # upstream tokenizes the prompt transcript with one trailing space
-WARMUP_TOKENS = 25  # one second of speech per warm-up synthesis
 CUDA_MAX_BATCH = 4  # requests decoded together on a CUDA device unless configured
 _MIB = 2**20
 _Stage = TypeVar("_Stage")
@@ -78,35 +77,10 @@ class GLMVoiceFeatures:
     prompt_mels: dict[int, torch.Tensor]  # output rate -> [frames, 80] prompt mel at 50 frames/s
 
 
-class _PromptHistory:
-    """Upstream's long-text cache: each segment's text and speech tokens prompt the next one.
-
-    Entry 0 is the original prompt. Before a segment, entries from the second on are dropped while
-    the cached speech tokens plus the estimate for the new segment exceed MAX_PROMPT_SPEECH_TOKENS.
-    """
-
-    def __init__(self, text_ids: list[int], speech_tokens: list[int]):
-        self._entries: list[tuple[list[int], list[int]]] = [(text_ids, speech_tokens)]
-
-    def prompt(self, target_tokens: int, use_cache: bool) -> tuple[list[int], list[int]]:
-        """(prompt text ids, prompt speech tokens) for a segment of `target_tokens` text tokens."""
-        if not use_cache or len(self._entries) == 1:
-            return self._entries[0]
-        text_count = sum(len(text) for text, _ in self._entries)
-        ratio = sum(len(speech) for _, speech in self._entries) / (text_count or 1)
-        estimate = int(ratio * target_tokens)
-        while len(self._entries) > 1 and sum(len(s) for _, s in self._entries) + estimate > MAX_PROMPT_SPEECH_TOKENS:
-            del self._entries[1]
-        text = [token for entry, _ in self._entries for token in entry]
-        speech = [token for _, entry in self._entries for token in entry]
-        return text, speech
-
-    def append(self, text_ids: list[int], speech_tokens: list[int]) -> None:
-        self._entries.append((text_ids, speech_tokens))
-
-
 class GLMTTSEngine(Engine):
-    """Owns the GLM-TTS stages on one device and synthesizes segments in a prompt's voice."""
+    """Owns the GLM-TTS stages on one device and synthesizes segments in a prompt's voice: loads them
+    and picks the decode path once (`load`), analyses prompts (`prepare_voice`), runs each segment
+    whole or streamed (`synthesize_segments`) and reports memory and facts for /v1/status."""
 
     name = "glm-tts"
     sample_rates = (HIFT_RATE, VOCOS_RATE)
@@ -147,8 +121,8 @@ class GLMTTSEngine(Engine):
         self.stream_default = stream
         self.max_batch = max_batch or 1
         self.decode = decode or "reference"
+        self.decoder: SpeechDecoder | None = None  # set by load(): the LLM (reference) or a FastDecoder over it
         self.batcher: DecodeBatcher | None = None  # set by load(): max_batch > 1, or the fast path
-        self.fast: FastDecoder | None = None  # set by load() on the fast path
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
         self.load_seconds: dict[str, float] = {}
@@ -197,69 +171,44 @@ class GLMTTSEngine(Engine):
         self._build_decode_path()
 
     def _build_decode_path(self) -> None:
-        """The fast decoder (fast path) and the batcher in front of the decoder. The fast path always
-        decodes in the batcher's worker thread: its static state serves one decode at a time, and a
-        streamed request pauses between pieces while others may start."""
-        self.fast = None
+        """The one choice of the decode path: its decoder, the batcher in front of it, and how a whole
+        segment's tokens become audio. The fast path always decodes in the batcher's worker thread: its
+        static state serves one decode at a time, and a streamed request pauses between pieces while
+        others may start."""
         if self.decode == "fast":
-            self.fast = self._timed_load("fast_decode", FastDecoder, self.llm, self.max_batch, self._max_positions, self._capture)
-        decoder = self.fast or self.llm
-        if self.fast is None and self.max_batch == 1:
+            self.decoder = self._timed_load(
+                "fast_decode", FastDecoder, self.llm, self.max_batch, self._max_positions, self._capture
+            )
+            self._whole_audio = self._seeded_audio
+        else:
+            self.decoder = self.llm
+            self._whole_audio = self._upstream_audio
+        if self.decode == "reference" and self.max_batch == 1:
             self.batcher = None
         elif self.batcher is None:
-            self.batcher = DecodeBatcher(decoder, self.max_batch)
+            self.batcher = DecodeBatcher(self.decoder, self.max_batch)
         else:  # rebuilt after a fallback: the batcher's worker reads its decoder per batch
-            self.batcher.decoder = decoder
+            self.batcher.decoder = self.decoder
+        self._token_source: DecodeBatcher | SpeechDecoder = self.batcher or self.decoder
 
     def warmup(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
-        """Capture every decode shape of the fast path, then one short synthesis per language at each
-        rate, whole and streamed, with a fixed LLM length (WARMUP_TOKENS). A failed step capture falls
-        back to the eager step, a failed or non-finite bf16/fp16 run to fp32, and warm-up starts over."""
-        while True:
-            try:
-                return self._warm(voice, segments_by_language)
-            except _CaptureError as error:
-                self._fall_back(f"{self.fast.capture} step capture failed", error.__cause__, "the eager step")
-                self._capture = "eager"
-                self._build_decode_path()
-            except Exception as error:
-                if self.dtype == torch.float32:
-                    raise
-                self._fall_back(f"{_dtype_name(self.dtype)} warm-up failed", error, "float32")
-                self._reload_in_fp32()
+        """Capture every decode shape, then synthesize a little per language and rate (warmup.py); a
+        failed optimisation falls back (`use_eager_step`, `reload_in_fp32`) instead of failing."""
+        warm_up(self, voice, segments_by_language)
 
-    def _reload_in_fp32(self) -> None:
-        """The LLM and the flow again, in float32; the old ones go first (their memory with them)."""
-        self.llm = self.flow = self.fast = None
+    def use_eager_step(self) -> None:
+        """Fallback: rebuild the fast decoder with the eager step (its capture failed)."""
+        self._capture = "eager"
+        self._build_decode_path()
+
+    def reload_in_fp32(self) -> None:
+        """Fallback: the LLM and the flow again, in float32; the old ones go first (their memory with them)."""
+        self.llm = self.flow = self.decoder = None
         if self.batcher is not None:
             self.batcher.decoder = None  # _build_decode_path hands it the new decoder
         self.release_caches()
         self.dtype = torch.float32
         self._load_llm_and_flow()
-
-    def _warm(self, voice: PromptVoice, segments_by_language: dict[str, list[Segment]]) -> None:
-        if self.fast is not None:
-            try:
-                self.fast.warmup()
-            except Exception as error:
-                if self.fast.capture == "eager":
-                    raise
-                raise _CaptureError from error
-            self.load_seconds["decode_capture"] = self.fast.capture_seconds
-        for rate in self.sample_rates:
-            options = SynthesisOptions(sample_rate=rate, forced_tokens_per_segment=WARMUP_TOKENS)
-            for segments in segments_by_language.values():
-                for stream in (False, True):
-                    for piece in self._synthesize(segments[:1], voice, options, None, stream):
-                        if not np.isfinite(piece.audio).all():
-                            raise FloatingPointError(f"non-finite audio at {rate} Hz")
-
-    def _fall_back(self, what: str, error: BaseException | None, instead: str) -> None:
-        """Log a fallback with its traceback, and keep its reason (first line of the error) for `describe`."""
-        lines = str(error).strip().splitlines()
-        reason = f"{what} ({type(error).__name__}: {lines[0][:200] if lines else ''}); using {instead}"
-        _LOGGER.warning("GLM-TTS warm-up: %s", reason, exc_info=error)
-        self.fallbacks.append(reason)
 
     # ----------------------------------------------------------------- prompts
     def prepare_voice(self, audio: np.ndarray, sample_rate: int, prompt_text: str, key: str) -> PromptVoice:
@@ -310,111 +259,81 @@ class GLMTTSEngine(Engine):
         rate = options.sample_rate or DEFAULT_RATE
         if rate not in self.vocoders:
             raise SynthesisError(f"GLM-TTS offers {', '.join(map(str, self.sample_rates))} Hz, not {rate}.")
-        sampling = _sampling_config(options)
-        ids = self.tokenizer.speech_ids
+        sampling = SamplingConfig.from_options(options)
+        run_segment = self._stream_segment if stream else self._whole_segment
         # Without a transcript the prompt's speech tokens would not match any text: leave them out.
-        prompt_speech = features.speech_tokens if features.prompt_text_ids else []
-        history = _PromptHistory(features.prompt_text_ids, prompt_speech)
+        history = PromptHistory(features.prompt_text_ids, features.speech_tokens if features.prompt_text_ids else [])
         flow_prompt = torch.tensor(features.speech_tokens, dtype=torch.long)
         for segment in segments:
-            _check(cancel)
+            if cancel is not None:
+                cancel.check()
             text_ids = self.tokenizer.encode(segment.glm_text)
             generator = torch.Generator(device=self.device).manual_seed(options.seed)
-            prompt_text, prompt_tokens = history.prompt(len(text_ids), options.use_cache)
-            request = GenerationRequest(
-                prompt_text + text_ids + [ids.begin_of_audio] + [ids.audio_start + t for t in prompt_tokens],
-                min_new=int(len(text_ids) * MIN_TOKEN_TEXT_RATIO),
-                max_new=int(len(text_ids) * MAX_TOKEN_TEXT_RATIO),
-                sampling=sampling,
-                generator=generator,
-                forced_length=options.forced_tokens_per_segment,
+            prompt = history.prompt(len(text_ids), options.use_cache)
+            job = SegmentJob(
+                request=segment_request(
+                    self.tokenizer.speech_ids, prompt, text_ids, sampling, generator, options.forced_tokens_per_segment
+                ),
+                flow_prompt=flow_prompt,
+                prompt_mel=features.prompt_mels[rate],
+                speaker_embedding=features.speaker_embedding,
+                rate=rate,
+                seed=options.seed,
+                cancel=cancel,
             )
-            speech: list[int] = []
-            if stream:
-                pieces = self._stream_segment(request, flow_prompt, features, rate, options.seed, cancel, speech)
-            else:
-                pieces = self._whole_segment(request, flow_prompt, features, rate, options.seed, cancel, speech)
-            yield from pieces
-            history.append(text_ids, speech)
+            yield from run_segment(job)
+            history.append(text_ids, job.speech)
 
-    def _whole_segment(
-        self,
-        request: GenerationRequest,
-        flow_prompt: torch.Tensor,
-        features: GLMVoiceFeatures,
-        rate: int,
-        seed: int,
-        cancel: CancelToken | None,
-        speech: list[int],
-    ) -> Iterator[SegmentAudio]:
+    def _whole_segment(self, job: SegmentJob) -> Iterator[SegmentAudio]:
         """All tokens, then the flow and the vocoder in one pass: one piece."""
         start = time.perf_counter()
-        for chunk in self._token_chunks(request):
-            speech.extend(self._speech_only(chunk))
-            _check(cancel)
+        for chunk in self._token_source.stream(job.request):
+            job.speech.extend(self._speech_only(chunk))
+            job.check()
         llm_s = time.perf_counter() - start
-        if not speech:
+        if job.speech:
+            audio, flow_s, vocoder_s = self._whole_audio(job)
+        else:
             _LOGGER.warning("No speech tokens for a segment; it is silent")
             audio, flow_s, vocoder_s = np.zeros(0, dtype=np.float32), 0.0, 0.0
-        elif self.decode == "reference":  # upstream: the segment's generator goes on into the flow and the vocoder
-            audio, flow_s, vocoder_s = self._tokens_to_audio(speech, flow_prompt, features, rate, request.generator)
-        else:
-            audio, flow_s, vocoder_s = tokens_to_audio_whole(
-                self.flow, self.vocoders[rate], torch.tensor(speech, dtype=torch.long), flow_prompt,
-                features.prompt_mels[rate], features.speaker_embedding, seed,
-            )  # fmt: skip
         yield SegmentAudio(
             audio=audio,
-            sample_rate=rate,
+            sample_rate=job.rate,
             timings={"llm": llm_s, "flow": flow_s, "vocoder": vocoder_s},
-            info={"speech_tokens": len(speech)},
+            info={"speech_tokens": len(job.speech)},
         )
 
-    def _stream_segment(
-        self,
-        request: GenerationRequest,
-        flow_prompt: torch.Tensor,
-        features: GLMVoiceFeatures,
-        rate: int,
-        seed: int,
-        cancel: CancelToken | None,
-        speech: list[int],
-    ) -> Iterator[SegmentAudio]:
+    def _stream_segment(self, job: SegmentJob) -> Iterator[SegmentAudio]:
         """Tokens into audio block by block while the LLM decodes: pieces with `final=False`, then the
         segment's last piece."""
         streamer = SegmentStreamer(
-            self.flow, self.vocoders[rate], flow_prompt, features.prompt_mels[rate], features.speaker_embedding, seed,
+            self.flow, self.vocoders[job.rate], job.flow_prompt, job.prompt_mel, job.speaker_embedding, job.seed,
             self.schedule,
         )  # fmt: skip
         llm_s = 0.0
         start = time.perf_counter()
-        for chunk in self._token_chunks(request):
+        for chunk in self._token_source.stream(job.request):
             llm_s += time.perf_counter() - start
             new = self._speech_only(chunk)
-            speech.extend(new)
-            _check(cancel)
+            job.speech.extend(new)
+            job.check()
             audio = streamer.push(new) if new else np.zeros(0, dtype=np.float32)
             if len(audio):
-                yield SegmentAudio(audio=audio, sample_rate=rate, timings={"llm": llm_s, **streamer.timings.take()}, final=False)
+                timings = {"llm": llm_s, **streamer.timings.take()}
+                yield SegmentAudio(audio=audio, sample_rate=job.rate, timings=timings, final=False)
                 llm_s = 0.0
-                _check(cancel)
+                job.check()
             start = time.perf_counter()
         llm_s += time.perf_counter() - start
-        if not speech:
+        if not job.speech:
             _LOGGER.warning("No speech tokens for a segment; it is silent")
         audio = streamer.finish()
         yield SegmentAudio(
             audio=audio,
-            sample_rate=rate,
+            sample_rate=job.rate,
             timings={"llm": llm_s, **streamer.timings.take()},
-            info={"speech_tokens": len(speech), "flow_blocks": streamer.blocks_run},
+            info={"speech_tokens": len(job.speech), "flow_blocks": streamer.blocks_run},
         )
-
-    def _token_chunks(self, request: GenerationRequest) -> Iterator[list[int]]:
-        """The request's tokens (relative to `<|audio_0|>`) in chunks as the decode path yields them."""
-        if self.batcher is not None:
-            return self.batcher.stream(request)
-        return self.llm.stream(request)
 
     def _speech_only(self, tokens: list[int]) -> list[int]:
         speech = [t for t in tokens if 0 <= t < self.tokenizer.speech_ids.codebook_size]
@@ -422,29 +341,27 @@ class GLMTTSEngine(Engine):
             _LOGGER.warning("Dropped %d generated ids outside the speech tokens", len(tokens) - len(speech))
         return speech
 
-    def _tokens_to_audio(
-        self,
-        speech: list[int],
-        flow_prompt: torch.Tensor,
-        features: GLMVoiceFeatures,
-        rate: int,
-        generator: torch.Generator,
-    ) -> tuple[np.ndarray, float, float]:
-        """Upstream's flow (guidance as two calls) and vocoder, continuing the segment's generator."""
+    def _upstream_audio(self, job: SegmentJob) -> tuple[np.ndarray, float, float]:
+        """The reference path's whole segment: upstream's flow (guidance as two calls) and vocoder,
+        continuing the segment's generator, as upstream's global seed does. (audio, flow s, vocoder s)"""
         start = time.perf_counter()
+        tokens = torch.tensor(job.speech, dtype=torch.long)
+        generator = job.request.generator
         mel = self.flow.tokens_to_mel(
-            torch.tensor(speech, dtype=torch.long),
-            flow_prompt,
-            features.prompt_mels[rate],
-            features.speaker_embedding,
-            generator,
-            batched_cfg=False,
+            tokens, job.flow_prompt, job.prompt_mel, job.speaker_embedding, generator, batched_cfg=False
         )  # [F, 80]
         _synchronize(self.device)
         flow_s = time.perf_counter() - start
         start = time.perf_counter()
-        audio = self.vocoders[rate].mel_to_audio(mel, generator).cpu().numpy().astype(np.float32)
+        audio = self.vocoders[job.rate].mel_to_audio(mel, generator).cpu().numpy().astype(np.float32)
         return audio, flow_s, time.perf_counter() - start
+
+    def _seeded_audio(self, job: SegmentJob) -> tuple[np.ndarray, float, float]:
+        """The fast path's whole segment: one pass with the streamed path's seeded noise (streaming.py)."""
+        tokens = torch.tensor(job.speech, dtype=torch.long)
+        return tokens_to_audio_whole(
+            self.flow, self.vocoders[job.rate], tokens, job.flow_prompt, job.prompt_mel, job.speaker_embedding, job.seed
+        )
 
     # ----------------------------------------------------------------- memory and status
     def memory_report(self) -> dict[str, float]:
@@ -457,8 +374,8 @@ class GLMTTSEngine(Engine):
             report["vram_allocated"] = torch.cuda.memory_allocated(self.device) / _MIB
             report["vram_reserved"] = torch.cuda.memory_reserved(self.device) / _MIB
             report["vram_peak"] = torch.cuda.max_memory_allocated(self.device) / _MIB
-        if self.fast is not None:
-            report["kv_cache"] = self.fast.kv_cache_bytes / _MIB
+        if self.decoder is not None and self.decoder.kv_cache_bytes:
+            report["kv_cache"] = self.decoder.kv_cache_bytes / _MIB
         stages = {
             "llm": self.llm,
             "speech_tokenizer": self.speech_tokenizer,
@@ -483,11 +400,8 @@ class GLMTTSEngine(Engine):
         facts["max_batch"] = self.max_batch
         facts["decode"] = self.decode
         facts["stream"] = self.stream_default
-        if self.fast is not None:
-            facts["decode_capture"] = self.fast.capture
-            facts["decode_sync_every"] = SYNC_EVERY
-            facts["decode_buckets"] = {"rows": self.fast.batch_sizes, "positions": list(self.fast.buckets)}
-            facts["kv_cache_mib"] = round(self.fast.kv_cache_bytes / _MIB, 1)
+        if self.decoder is not None:
+            facts.update(self.decoder.describe())
         facts["fallbacks"] = list(self.fallbacks)
         facts["load_seconds"] = {name: round(seconds, 2) for name, seconds in self.load_seconds.items()}
         return facts
@@ -505,17 +419,8 @@ class GLMTTSEngine(Engine):
             raise RuntimeError("GLMTTSEngine.load(device) must be called first")
 
 
-class _CaptureError(Exception):
-    """The fast path's step capture failed at warm-up (the cause is chained)."""
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _check(cancel: CancelToken | None) -> None:
-    if cancel is not None:
-        cancel.check()
 
 
 def _resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -525,21 +430,6 @@ def _resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
-
-
-def _sampling_config(options: SynthesisOptions) -> SamplingConfig:
-    """The request's settings over upstream's defaults."""
-    defaults = SamplingConfig()
-    try:
-        return replace(
-            defaults,
-            method=options.sampling,
-            top_k=defaults.top_k if options.top_k is None else options.top_k,
-            top_p=defaults.top_p if options.top_p is None else options.top_p,
-            temperature=defaults.temperature if options.temperature is None else options.temperature,
-        )
-    except ValueError as error:
-        raise SynthesisError(str(error)) from error
 
 
 def _synchronize(device: torch.device | None) -> None:

@@ -18,8 +18,8 @@ model keeps using, so no weight is stored twice) and does, per step, everything 
   (and the done flags); a row that ended keeps stepping harmlessly until its batch stops;
 - the step is captured once per bucket: a CUDA graph on a GPU (of the eager step by default, of the
   torch.compile'd step with capture "compile"), plain or compiled on the CPU. `warmup()` captures
-  every bucket, so no request ever pays a compile; a capture that fails raises there (the engine
-  then rebuilds this decoder with the eager step).
+  every bucket, so no request ever pays a compile; a capture that fails raises CaptureError there
+  (the engine then rebuilds this decoder with the eager step).
 
 Prefill runs eagerly, one row at a time, writing that row's cache positions.
 """
@@ -361,9 +361,18 @@ class StaticDecoder:
         self.logits[row] = F.linear(_rms_norm(x[0, -1], w.norm, w.eps), w.head).float()
 
 
+class CaptureError(RuntimeError):
+    """The step capture (`capture` "graphs" or "compile") failed at warm-up; the cause is chained."""
+
+    def __init__(self, capture: str):
+        super().__init__(f"{capture} step capture failed")
+        self.capture = capture
+
+
 class FastDecoder:
     """Owns the static KV cache and the captured decode buckets in front of one SpeechLM, and turns
-    prompts into speech tokens (ids relative to `<|audio_0|>`), streamed SYNC_EVERY steps at a time."""
+    prompts into speech tokens (ids relative to `<|audio_0|>`), streamed SYNC_EVERY steps at a time.
+    The fast path's SpeechDecoder (decoder.py)."""
 
     def __init__(
         self,
@@ -397,7 +406,6 @@ class FastDecoder:
         self._outside[ids.audio_start : ids.audio_end + 1] = False
         self._decoders: dict[tuple[int, int], StaticDecoder] = {}
         self._lock = threading.Lock()
-        self.capture_seconds = 0.0
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -407,19 +415,38 @@ class FastDecoder:
         """Whether the static cache holds these requests (else the caller decodes them on the reference path)."""
         return len(requests) <= self.max_batch and max(_need(r) for r in requests) <= self.buckets[-1]
 
-    def warmup(self) -> None:
-        """Build and capture every bucket a request can meet."""
+    def warmup(self) -> dict[str, float]:
+        """Build and capture every bucket a request can meet; a capture that fails raises CaptureError."""
         start = time.perf_counter()
-        with self._lock:
-            for rows in self.batch_sizes:
-                for capacity in self.buckets:
-                    self._decoder(rows, capacity)
-        self.capture_seconds = time.perf_counter() - start
+        try:
+            with self._lock:
+                for rows in self.batch_sizes:
+                    for capacity in self.buckets:
+                        self._decoder(rows, capacity)
+        except Exception as error:
+            if self.capture == "eager":
+                raise
+            raise CaptureError(self.capture) from error
+        seconds = time.perf_counter() - start
         _LOGGER.info(
             "Fast decode: %d buckets (%s rows x %s positions, %s) ready in %.1f s; KV cache %.0f MiB",
-            len(self._decoders), self.batch_sizes, list(self.buckets), self.capture, self.capture_seconds,
-            self.kv_cache_bytes / 2**20,
+            len(self._decoders), self.batch_sizes, list(self.buckets), self.capture, seconds, self.kv_cache_bytes / 2**20,
         )  # fmt: skip
+        return {"decode_capture": seconds}
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "decode_capture": self.capture,
+            "decode_sync_every": SYNC_EVERY,
+            "decode_buckets": {"rows": self.batch_sizes, "positions": list(self.buckets)},
+            "kv_cache_mib": round(self.kv_cache_bytes / 2**20, 1),
+        }
+
+    def stream(self, request: GenerationRequest) -> Iterator[list[int]]:
+        """One request's tokens, SYNC_EVERY steps at a time (the engine decodes through the batcher)."""
+        for chunks in self.stream_batch([request]):
+            if chunks[0]:
+                yield chunks[0]
 
     def generate(self, request: GenerationRequest) -> list[int]:
         return [token for chunk in self.stream_batch([request]) for token in chunk[0]]

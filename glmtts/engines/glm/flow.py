@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 
 from glmtts.engines.glm.dit import DiT, DiTSizes, rotary_inv_freq
 from glmtts.engines.glm.errors import CheckpointError
-from glmtts.engines.glm.state_dict import assign_state_dict, random_weight, read_torch_state_dict
+from glmtts.engines.glm.state_dict import assign_state_dict, read_torch_state_dict
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,25 +34,6 @@ SPEAKER_DIM = 192
 _BIG_DIT = {"trans_dim": 1024, "depth": 22, "heads": 16}
 # Flow arguments that only matter for training.
 _TRAINING_ONLY = {"calc_prompt_mel_loss", "loss_type", "use_mdt", "use_wavlm_emb"}
-
-_OFFICIAL_CONFIG = """flow: !new:flow.flow.Flow
-    spkr_emb_adaLN: True
-    speech_token_cfg: False
-    remove_spkr_concat_condition: True
-    mel_dim: 80
-    mel_framerate: 50
-    input_frame_rate: 25
-"""
-_TINY_CONFIG_EXTRA = """    vocab_size: 32768
-    speech_token_dim: 16
-dit_sizes:
-    trans_dim: 64
-    depth: 2
-    heads: 2
-    dim_head: 32
-    ff_mult: 2
-    conv_layers: 2
-"""
 
 
 class _TagTolerantLoader(yaml.SafeLoader):
@@ -363,25 +343,3 @@ class FlowDecoder:
         if self.config.t_scheduler == "cosine":
             span = 1 - torch.cos(span * 0.5 * math.pi)
         return span
-
-
-def write_random_flow(flow_dir: Path, size: str, seed: int = 0) -> None:
-    """Writes `config.yaml` (official text; tiny adds a smaller vocabulary and `dit_sizes`) and a
-    random `flow.pt` with the official key names, deterministic for `seed`."""
-    if size not in ("tiny", "full"):
-        raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
-    flow_dir = Path(flow_dir)
-    flow_dir.mkdir(parents=True, exist_ok=True)
-    text = _OFFICIAL_CONFIG + (_TINY_CONFIG_EXTRA if size == "tiny" else "")
-    (flow_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
-    config = FlowConfig.from_yaml(flow_dir / CONFIG_FILE)
-    with torch.device("meta"):
-        shapes = _FlowModule(config).state_dict()
-    generator = torch.Generator().manual_seed(seed)
-    state = OrderedDict()
-    for name, meta in shapes.items():
-        if name == _ROTARY_KEY:
-            state[name] = rotary_inv_freq(config.dit_sizes().dim_head)
-        else:
-            state[name] = random_weight(name, tuple(meta.shape), generator)
-    torch.save(state, flow_dir / WEIGHTS_FILE)

@@ -51,7 +51,10 @@ class GenerationRequest:
 
 
 class SpeechLM:
-    """Owns the Llama weights and turns a prompt of ids into speech tokens (ids relative to ats)."""
+    """Owns the Llama weights and turns a prompt of ids into speech tokens (ids relative to ats).
+    The reference path's SpeechDecoder (decoder.py): each decode allocates its own KV cache."""
+
+    kv_cache_bytes = 0  # nothing held between decodes
 
     def __init__(self, model: LlamaForCausalLM, speech_ids: SpeechTokenIds, device: torch.device, dtype: torch.dtype):
         self.model = model
@@ -90,6 +93,13 @@ class SpeechLM:
             config.num_hidden_layers, config.hidden_size, config.vocab_size, dtype, device,
         )  # fmt: skip
         return cls(model, speech_ids, device, dtype)
+
+    def warmup(self) -> dict[str, float]:
+        """Nothing to prepare: transformers' model runs as loaded."""
+        return {}
+
+    def describe(self) -> dict[str, object]:
+        return {}
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> torch.Tensor:
@@ -364,127 +374,3 @@ def _read_weights(
         except SafetensorError as error:  # truncated or not a safetensors file
             raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from error
     return state
-
-
-# ----------------------------------------------------------------------------- random weights
-
-
-@dataclass(frozen=True)
-class _LLMSizes:
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    ffn: int
-
-
-_SIZES = {
-    "tiny": _LLMSizes(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128),
-    "full": _LLMSizes(hidden=2048, layers=28, heads=16, kv_heads=4, ffn=6144),
-}
-# The official split: layers 0-20 and part of layer 21 in the first shard (tiny: half the layers).
-_FIRST_SHARD_LAST_LAYER = 21
-_SECOND_SHARD_IN_SPLIT_LAYER = ("input_layernorm", "mlp.down_proj", "post_attention_layernorm")
-_FLOAT32_BYTES = 4
-_EMBEDDING_STD = 0.1
-
-
-def write_random_llm(llm_dir: Path, size: str, vocab_size: int, seed: int = 0) -> None:
-    """Write `config.json`, two fp32 safetensors shards and the index json, in the official layout."""
-    if size not in _SIZES:
-        raise ValueError(f"size must be one of {sorted(_SIZES)}, not {size!r}")
-    sizes = _SIZES[size]
-    llm_dir = Path(llm_dir)
-    llm_dir.mkdir(parents=True, exist_ok=True)
-    head_dim = sizes.hidden // sizes.heads
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "head_dim": head_dim,
-        "hidden_act": "silu",
-        "hidden_size": sizes.hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": sizes.ffn,
-        "max_position_embeddings": 8192,
-        "mlp_bias": False,
-        "model_type": "llama",
-        "num_attention_heads": sizes.heads,
-        "num_hidden_layers": sizes.layers,
-        "num_key_value_heads": sizes.kv_heads,
-        "pretraining_tp": 1,
-        "rms_norm_eps": 1e-05,
-        "rope_scaling": None,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": True,
-        "torch_dtype": "float32",
-        "use_cache": True,
-        "vocab_size": vocab_size,
-    }
-    (llm_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    generator = torch.Generator().manual_seed(seed)
-    shapes = {"model.embed_tokens.weight": (vocab_size, sizes.hidden), "model.norm.weight": (sizes.hidden,)}
-    for layer in range(sizes.layers):
-        prefix = f"model.layers.{layer}."
-        shapes.update({
-            prefix + "input_layernorm.weight": (sizes.hidden,),
-            prefix + "post_attention_layernorm.weight": (sizes.hidden,),
-            prefix + "self_attn.q_proj.weight": (sizes.heads * head_dim, sizes.hidden),
-            prefix + "self_attn.k_proj.weight": (sizes.kv_heads * head_dim, sizes.hidden),
-            prefix + "self_attn.v_proj.weight": (sizes.kv_heads * head_dim, sizes.hidden),
-            prefix + "self_attn.o_proj.weight": (sizes.hidden, sizes.heads * head_dim),
-            prefix + "mlp.gate_proj.weight": (sizes.ffn, sizes.hidden),
-            prefix + "mlp.up_proj.weight": (sizes.ffn, sizes.hidden),
-            prefix + "mlp.down_proj.weight": (sizes.hidden, sizes.ffn),
-        })  # fmt: skip
-    names = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
-    last_first = _FIRST_SHARD_LAST_LAYER if sizes.layers > _FIRST_SHARD_LAST_LAYER else sizes.layers // 2
-    weight_map = {key: names[_shard_of(key, last_first)] for key in sorted(shapes)}
-    for name in names:
-        keys = [key for key, shard in weight_map.items() if shard == name]
-        _write_safetensors(llm_dir / name, {key: shapes[key] for key in keys}, generator)
-    total = sum(math.prod(shape) * _FLOAT32_BYTES for shape in shapes.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (llm_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-
-
-def _shard_of(key: str, last_first: int) -> int:
-    if key == "model.embed_tokens.weight":
-        return 0
-    if not key.startswith("model.layers."):
-        return 1
-    layer = int(key.split(".")[2])
-    if layer < last_first:
-        return 0
-    if layer > last_first:
-        return 1
-    return int(any(f".{part}." in key for part in _SECOND_SHARD_IN_SPLIT_LAYER))
-
-
-def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], generator: torch.Generator) -> None:
-    """Write random fp32 tensors as a safetensors file one tensor at a time (the full LLM is 6 GB)."""
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for key, shape in shapes.items():
-        size = math.prod(shape) * _FLOAT32_BYTES
-        header[key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with path.open("wb") as handle:
-        handle.write(len(encoded).to_bytes(8, "little"))
-        handle.write(encoded)
-        for key, shape in shapes.items():
-            handle.write(_random_tensor(key, shape, generator).numpy().tobytes())
-
-
-def _random_tensor(key: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Norm weights near one, fan-in scaled matrices; small embeddings keep the tied head from copying
-    its input, so a random model samples varied tokens."""
-    if len(shape) == 1:
-        return 1.0 + 0.1 * torch.randn(shape, generator=generator)
-    if key == "model.embed_tokens.weight":
-        return _EMBEDDING_STD * torch.randn(shape, generator=generator)
-    return torch.randn(shape, generator=generator) / math.sqrt(shape[1])

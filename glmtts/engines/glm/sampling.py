@@ -11,10 +11,12 @@ synchronisation, drawing by inverse CDF from two uniforms per row and step that 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
+from glmtts.types import SynthesisError, SynthesisOptions
 
 METHODS = ("ras", "topk", "greedy")
 METHOD_CODES = {method: code for code, method in enumerate(METHODS)}  # per-row codes of `sample_rows`
@@ -36,6 +38,21 @@ class SamplingConfig:
             raise ValueError(f"sampling method must be one of {METHODS}, not {self.method!r}")
         if self.top_k < 1 or not 0.0 < self.top_p <= 1.0 or self.temperature <= 0.0:
             raise ValueError(f"bad sampling settings: top_k={self.top_k}, top_p={self.top_p}, T={self.temperature}")
+
+    @classmethod
+    def from_options(cls, options: SynthesisOptions) -> SamplingConfig:
+        """A request's settings over upstream's defaults; bad settings are the request's error."""
+        defaults = cls()
+        try:
+            return replace(
+                defaults,
+                method=options.sampling,
+                top_k=defaults.top_k if options.top_k is None else options.top_k,
+                top_p=defaults.top_p if options.top_p is None else options.top_p,
+                temperature=defaults.temperature if options.temperature is None else options.temperature,
+            )
+        except ValueError as error:
+            raise SynthesisError(str(error)) from error
 
 
 def sample_token(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,14 +57,3 @@ def assign_state_dict(
             raise CheckpointError(f"{path}: key {key!r} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
     module.load_state_dict(state, strict=True, assign=True)
     return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def random_weight(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """A deterministic random tensor of a sensible scale for the writers of random checkpoints:
-    fan-in scaled matrices and kernels, near-one norm weights, small biases."""
-    values = torch.randn(shape, generator=generator)
-    if len(shape) >= 2:
-        return values / math.sqrt(math.prod(shape[1:]))
-    if name.endswith("norm.weight"):
-        return 1.0 + 0.1 * values
-    return 0.02 * values

@@ -1,6 +1,5 @@
 """Vocoders for the flow's 80-bin log mel at 50 Hz: HiFT (24 kHz, `hift/hift.pt`) and Vocos2D
-(32 kHz, the TorchScript `vocos2d/generator_jit.ckpt`), their streams, and writers of random
-checkpoints.
+(32 kHz, the TorchScript `vocos2d/generator_jit.ckpt`), and their streams.
 
 A stream (`HiFTVocoder.stream`, `Vocos2DVocoder.stream`) turns a mel that grows block by block into
 audio. Each call vocodes a window: CONTEXT frames already emitted on the left (their F0 and phase
@@ -20,35 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from glmtts.engines.glm.errors import CheckpointError
-from glmtts.engines.glm.hift import HiFTGenerator, HiFTSizes, fold_weight_norm, unfold_weight_norm
+from glmtts.engines.glm.hift import HiFTGenerator, HiFTSizes, fold_weight_norm
 from glmtts.engines.glm.noise import NoiseTape
-from glmtts.engines.glm.state_dict import assign_state_dict, random_weight, read_torch_state_dict
+from glmtts.engines.glm.state_dict import assign_state_dict, read_torch_state_dict
 
 _LOGGER = logging.getLogger(__name__)
 
 HIFT_SAMPLE_RATE = 24000
 VOCOS_SAMPLE_RATE = 32000
-_VOCOS_HOP = 640
-_VOCOS_N_FFT = 2560
+VOCOS_HOP = 640  # samples per mel frame of the Vocos2D generator
 # Upstream's MEL_LOGDIFF: the Vocos2D generator was trained on log mels shifted by this constant.
 _VOCOS_MEL_OFFSET = -7.847762537473608
-_MEL_BINS = 80
-# size -> (HiFT base channels, F0-predictor channels); everything else is the official model
-_HIFT_WIDTHS = {"full": (512, 512), "tiny": (32, 32)}
-# size -> (Vocos width, ConvNeXt layers); "full" is about the official file's 60 MB
-_VOCOS_SIZES = {"full": (512, 8), "tiny": (32, 2)}
-_VOCOS_FF_MULT = 3
-# Random HiFT output layer: scale and shift so that exp(log magnitude) stays well below clipping.
-_QUIET_POST_SCALE = 0.2
-_QUIET_POST_SHIFT = -1.0
-# Random F0 read-out: a voice-like F0 (mostly 60-300 Hz, sometimes unvoiced), so the harmonic source runs.
-_F0_READOUT_SCALE = 60.0
-_F0_READOUT_SHIFT = 150.0
-_VOCOS_KERNEL = 7
+MEL_BINS = 80
 HIFT_CONTEXT_FRAMES = 16  # left context of a window: the mel / source receptive fields are 12 / 10 frames
 HIFT_RIGHT_MARGIN_FRAMES = 18  # F0 (5) + phase interpolation (1) + source (10) frames, rounded up
 HIFT_STATE_MARGIN_FRAMES = 6  # F0 (5) + phase interpolation (1): the carried state sees final mel only
@@ -152,7 +136,7 @@ class _WindowedStream:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self._final = torch.zeros(0, _MEL_BINS, device=device)  # [T, 80] mel that will not change
+        self._final = torch.zeros(0, MEL_BINS, device=device)  # [T, 80] mel that will not change
         self._emitted = 0  # frames of audio handed out
         self._tail = np.zeros(0, dtype=np.float32)  # provisional audio just past the emitted frames
 
@@ -247,19 +231,19 @@ class VocosStream(_WindowedStream):
     def __init__(self, vocoder: Vocos2DVocoder, device: torch.device) -> None:
         super().__init__(device)
         self._vocoder = vocoder
-        self.samples_per_frame = _VOCOS_HOP
+        self.samples_per_frame = VOCOS_HOP
 
     def _window_audio(self, mel: torch.Tensor, start: int) -> np.ndarray:
         audio = self._vocoder.mel_to_audio(mel[start:]).cpu().numpy().astype(np.float32)
         frames = mel.shape[0] - start
-        if frames > 1 and len(audio) != frames * _VOCOS_HOP:
-            raise CheckpointError(f"Vocos2D gave {len(audio)} samples for {frames} frames; streaming needs {_VOCOS_HOP} a frame")
+        if frames > 1 and len(audio) != frames * VOCOS_HOP:
+            raise CheckpointError(f"Vocos2D gave {len(audio)} samples for {frames} frames; streaming needs {VOCOS_HOP} a frame")
         return audio
 
 
 def _check_mel(mel: torch.Tensor) -> None:
-    if mel.ndim != 2 or mel.shape[1] != _MEL_BINS:
-        raise ValueError(f"mel must be [frames, {_MEL_BINS}], got {tuple(mel.shape)}")
+    if mel.ndim != 2 or mel.shape[1] != MEL_BINS:
+        raise ValueError(f"mel must be [frames, {MEL_BINS}], got {tuple(mel.shape)}")
 
 
 def _hift_sizes(state: dict[str, torch.Tensor], path: Path) -> HiFTSizes:
@@ -272,86 +256,3 @@ def _hift_sizes(state: dict[str, torch.Tensor], path: Path) -> HiFTSizes:
             raise CheckpointError(f"{path}: missing key {keys[0]!r}")
         widths.append(int(found.shape[0]))
     return HiFTSizes(base_channels=widths[0], f0_channels=widths[1])
-
-
-def write_random_hift(path: Path, size: str, seed: int = 0) -> None:
-    """A random `hift.pt` with the official key names (weight norm as parametrizations)."""
-    if size not in _HIFT_WIDTHS:
-        raise ValueError(f"size must be one of {sorted(_HIFT_WIDTHS)}, got {size!r}")
-    base, f0_channels = _HIFT_WIDTHS[size]
-    with torch.device("meta"):
-        model = HiFTGenerator(HiFTSizes(base_channels=base, f0_channels=f0_channels))
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, meta in model.state_dict().items():
-        tensor = random_weight(name, tuple(meta.shape), generator)
-        if name.endswith(".alpha"):
-            tensor = 1.0 + tensor  # Snake alphas near one
-        elif name == "conv_post.weight":
-            tensor = _QUIET_POST_SCALE * tensor
-        elif name == "conv_post.bias":
-            tensor = tensor + _QUIET_POST_SHIFT
-        elif name == "f0_predictor.classifier.weight":
-            tensor = _F0_READOUT_SCALE * tensor
-        elif name == "f0_predictor.classifier.bias":
-            tensor = tensor + _F0_READOUT_SHIFT
-        state[name] = tensor
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(unfold_weight_norm(state, model.weight_normed()), path)
-
-
-class _VocosBlock(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, _VOCOS_KERNEL, padding=_VOCOS_KERNEL // 2, groups=dim)
-        self.norm = nn.LayerNorm(dim)
-        self.pwconv1 = nn.Linear(dim, dim * _VOCOS_FF_MULT)
-        self.pwconv2 = nn.Linear(dim * _VOCOS_FF_MULT, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T]
-        y = self.norm(self.dwconv(x).transpose(1, 2))
-        return x + self.pwconv2(F.gelu(self.pwconv1(y))).transpose(1, 2)
-
-
-class RandomVocosGenerator(nn.Module):
-    """A small Vocos-like generator (ConvNeXt backbone + iSTFT head) with the official generator's
-    call signature: shifted log mel [B, T, 80] -> 32 kHz audio [B, T * 640]."""
-
-    def __init__(self, dim: int, layers: int) -> None:
-        super().__init__()
-        self.embed = nn.Conv1d(_MEL_BINS, dim, _VOCOS_KERNEL, padding=_VOCOS_KERNEL // 2)
-        self.blocks = nn.ModuleList([_VocosBlock(dim) for _ in range(layers)])
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, _VOCOS_N_FFT + 2)
-        self.n_fft = _VOCOS_N_FFT
-        self.hop = _VOCOS_HOP
-        self.register_buffer("window", torch.hann_window(_VOCOS_N_FFT))
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.embed(mel.transpose(1, 2))  # [B, dim, T]
-        for block in self.blocks:
-            x = block(x)
-        out = self.head(self.norm(x.transpose(1, 2))).transpose(1, 2)  # [B, n_fft + 2, T]
-        bins = self.n_fft // 2 + 1
-        magnitude = torch.exp(out[:, :bins]).clamp(max=1e2)
-        phase = out[:, bins:]
-        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        spec = torch.cat([spec, spec[:, :, -1:]], dim=2)  # one more frame: the centred iSTFT gives T * hop
-        return torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.window)
-
-
-def write_random_vocos(path: Path, size: str, seed: int = 0) -> None:
-    """A random `generator_jit.ckpt`: our RandomVocosGenerator saved as TorchScript."""
-    if size not in _VOCOS_SIZES:
-        raise ValueError(f"size must be one of {sorted(_VOCOS_SIZES)}, got {size!r}")
-    model = RandomVocosGenerator(*_VOCOS_SIZES[size])
-    generator = torch.Generator().manual_seed(seed)
-    state = {
-        name: tensor if name == "window" else random_weight(name, tuple(tensor.shape), generator)
-        for name, tensor in model.state_dict().items()
-    }
-    model.load_state_dict(state)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(model.eval()).save(str(path))

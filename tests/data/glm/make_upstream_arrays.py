@@ -41,7 +41,7 @@ def hift_arrays(scratch: Path) -> None:
     from cosyvoice.hifigan_cosy2.f0_predictor import ConvRNNF0Predictor
     from cosyvoice.hifigan_cosy2.generator import HiFTGenerator
 
-    from glmtts.engines.glm.vocoder import write_random_hift
+    from glmtts.engines.glm.random_checkpoint import write_random_hift
 
     write_random_hift(scratch / "hift.pt", "tiny", seed=0)
     hift = HiFTGenerator(
@@ -104,7 +104,7 @@ def flow_arrays(scratch: Path) -> None:
     from flow.flow import Flow
     from utils import block_mask_util
 
-    from glmtts.engines.glm.flow import write_random_flow
+    from glmtts.engines.glm.random_checkpoint import write_random_flow
 
     write_random_flow(scratch / "flow", "tiny", seed=0)
     flow = Flow(

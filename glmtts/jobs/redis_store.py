@@ -22,8 +22,9 @@ Keys:
     glmtts:jobs                 sorted set: job ids by creation time (ms)
     glmtts:jobs:active          set: ids of queued and running jobs
     glmtts:job:<id>             hash: id, name, status, created, started, finished, message,
-                                options (JSON), uttids (JSON), total, ok, input (the JSONL),
-                                generation (raised by each resume), cancelling
+                                options (JSON), uttids (JSON), total, ok, items (JSON: the
+                                items as parsed at submit, what workers run), generation
+                                (raised by each resume), cancelling
     glmtts:job:<id>:results     hash: uttid -> manifest record (JSON)
     glmtts:job:<id>:order       list: uttids in the order they finished (the manifest's lines)
     glmtts:job:<id>:running     hash: uttid -> {replica, consumer, entry, expires (ms)}
@@ -31,7 +32,7 @@ Keys:
 Files (the outputs folder every replica mounts): outputs/batch/<id>/input.jsonl, <uttid>.wav,
 manifest.jsonl, and outputs/batch/<id>.zip once done.
 
-States as on local disk (glmtts.jobs), except `interrupted`: a job whose replica died goes on
+States as on local disk (glmtts.jobs.interface), except `interrupted`: a job whose replica died goes on
 elsewhere instead. Cancel stops taking the job's items at once and the job is cancelled when no
 item of it runs any more; resume queues the missing items again under a new generation (entries
 of the old one are dropped when read).
@@ -52,15 +53,12 @@ from uuid import uuid4
 
 from redis.exceptions import LockError, ResponseError
 
-from glmtts.batch import MANIFEST, BatchItem, parse_jsonl, run_item, safe_name, zip_job
 from glmtts.cluster import KEY_PREFIX, UNAVAILABLE, SharedState
-from glmtts.files import StorageError, atomic_output, dumps_line
-from glmtts.jobs import (
-    BUSY_RETRY_S,
+from glmtts.files import dumps_line
+from glmtts.jobs.batchfile import BatchItem, check_batch, parse_jsonl, safe_name
+from glmtts.jobs.interface import (
     CANCELLED,
     DONE,
-    FIX_DISK,
-    ITEM_FIELDS,
     MAX_UNFINISHED_JOBS,
     QUEUED,
     RESUMABLE,
@@ -68,13 +66,15 @@ from glmtts.jobs import (
     JobLimit,
     JobNotFound,
     JobStateError,
-    _now,
-    check_batch,
-    job_name_stem,
+    job_progress,
+    job_summary,
+    now,
+    options_from_stored,
 )
-from glmtts.options import check_options, options_to_dict
+from glmtts.jobs.manifest import new_job_dirs, write_manifest, zip_job
+from glmtts.jobs.runner import ItemRunner
+from glmtts.options import options_to_dict
 from glmtts.pipeline import Pipeline
-from glmtts.scheduler import QueueFull, QueueTimeout
 from glmtts.types import SynthesisOptions
 from glmtts.voices import VoiceLibrary
 
@@ -91,7 +91,7 @@ RETRY_MAX_S = 5.0  # longest wait between tries while Redis is unreachable
 ARCHIVE_LOCK_S = 600  # writing a zip of up to 1000 wavs takes far less
 CONSUMER_IDLE_S = 600  # a consumer with nothing pending, idle this long, belongs to a process that ended
 HOUSEKEEPING_S = 60.0
-PARSED_JOBS_KEPT = 8
+PARSED_JOBS_KEPT = 8  # jobs whose items a worker keeps read
 WORK_DIR_PREFIX = ".work-"
 SUMMARY_FIELDS = ("id", "name", "status", "created", "started", "finished", "message", "options", "total", "ok", "cancelling")
 
@@ -285,16 +285,15 @@ class _Entry:
 
 @dataclass
 class _JobWork:
-    """What a worker needs to run a job's items, parsed once per job and generation."""
+    """What a worker needs to run a job's items, read once per job and generation."""
 
     items: dict[str, BatchItem]
-    options: SynthesisOptions
-    folder: Path
+    runner: ItemRunner
 
 
-class RedisBatchJobs:
-    """BatchJobs' public API over Redis: any replica submits, shows, cancels and resumes any job, and
-    every replica's worker runs items of every job (see the module docstring).
+class RedisJobQueue:
+    """The job queue (glmtts.jobs.interface.JobQueue) over Redis: any replica submits, shows, cancels
+    and resumes any job, and every replica's worker runs items of every job (see the module docstring).
 
     Items run at BATCH priority through this replica's pipeline, so its interactive requests go
     first, as with local jobs.
@@ -330,7 +329,7 @@ class RedisBatchJobs:
                 ("resume", _RESUME),
             )
         }
-        self._parsed: OrderedDict[tuple[str, str], _JobWork] = OrderedDict()
+        self._jobs_read: OrderedDict[tuple[str, str], _JobWork] = OrderedDict()
         self._inflight: _Entry | None = None  # the entry this replica's worker holds
         self._inflight_lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -373,19 +372,14 @@ class RedisBatchJobs:
 
     # ----------------------------------------------------------------- operations
     def submit(self, jsonl: str, options: SynthesisOptions | None = None, name: str = "", strict: bool = True) -> str:
-        """Check a GLM-TTS JSONL (as glmtts.jobs.check_batch does), store it and queue its items for every replica."""
-        options = options or SynthesisOptions()
+        """Check a GLM-TTS JSONL (glmtts.jobs.batchfile.check_batch), store its parsed items and queue
+        them for every replica."""
         name, items = check_batch(jsonl, name, self.allowed_roots, self.voices.known_names(), strict)
         uttids = [item.uttid for item in items]
-        created = _now()
-        stamp, stem = time.strftime("%Y%m%d-%H%M%S"), safe_name(job_name_stem(name), "job")
-        for suffix in range(1, 1000):
-            job_id = f"{stamp}_{stem}" + (f"_{suffix}" if suffix > 1 else "")
-            folder = self.root / job_id
-            try:
-                folder.mkdir(parents=True)  # the id is taken on the shared disk first: mkdir is atomic there too
-            except FileExistsError:
-                continue
+        created = now()
+        stored_items = json.dumps([item.to_record() for item in items], ensure_ascii=False)
+        for folder in new_job_dirs(self.root, name):  # the id is taken on the shared disk first
+            job_id = folder.name
             fields = {
                 "id": job_id,
                 "name": name or job_id,
@@ -394,11 +388,11 @@ class RedisBatchJobs:
                 "started": "",
                 "finished": "",
                 "message": "",
-                "options": json.dumps(options_to_dict(options)),
+                "options": json.dumps(options_to_dict(options or SynthesisOptions())),
                 "uttids": json.dumps(uttids, ensure_ascii=False),
                 "total": len(uttids),
                 "ok": 0,
-                "input": jsonl,
+                "items": stored_items,
                 "generation": 1,
                 "cancelling": 0,
             }
@@ -415,9 +409,7 @@ class RedisBatchJobs:
                 break
             shutil.rmtree(folder, ignore_errors=True)
             if outcome == b"limit":
-                raise JobLimit(f"{MAX_UNFINISHED_JOBS} batch jobs are waiting or running; try again later.")
-        else:
-            raise JobStateError("No free job id; try again in a second.")
+                raise JobLimit
         try:
             (folder / "input.jsonl").write_text(jsonl, encoding="utf-8")  # for people reading the folder; Redis holds the job
         except OSError as error:
@@ -428,7 +420,7 @@ class RedisBatchJobs:
     def cancel(self, job_id: str) -> dict[str, object]:
         """A queued job is cancelled at once; a running one once its items running now have finished."""
         outcome, status = self._scripts["cancel"](
-            keys=[job_key(job_id), job_key(job_id, "running"), ACTIVE], args=[_now(), job_id]
+            keys=[job_key(job_id), job_key(job_id, "running"), ACTIVE], args=[now(), job_id]
         )
         if outcome == b"gone":
             raise JobNotFound(job_id)
@@ -439,7 +431,7 @@ class RedisBatchJobs:
     def resume(self, job_id: str) -> dict[str, object]:
         """Queue an interrupted, cancelled or failed job again; only its unfinished items run."""
         keys = [job_key(job_id), job_key(job_id, "results"), ACTIVE, STREAM, job_key(job_id, "order")]
-        outcome, detail = self._scripts["resume"](keys=keys, args=[job_id, _now()])
+        outcome, detail = self._scripts["resume"](keys=keys, args=[job_id, now()])
         if outcome == b"gone":
             raise JobNotFound(job_id)
         if outcome == b"refused":
@@ -461,16 +453,7 @@ class RedisBatchJobs:
         live = self._live(running, now_ms)
         summary = self._summary(values[: len(SUMMARY_FIELDS)], len(results), live)
         records = {_text(uttid): json.loads(record) for uttid, record in results.items()}
-        items = []
-        for uttid in json.loads(values[-1]):
-            record = records.get(uttid)
-            if record is not None:
-                items.append({key: record.get(key) for key in ITEM_FIELDS})
-            elif uttid in live:
-                items.append({"uttid": uttid, "status": "running", "replica": live[uttid]})
-            else:
-                items.append({"uttid": uttid, "status": "pending"})
-        return {**summary, "items": items}
+        return job_progress(summary, json.loads(values[-1]), records, live)
 
     def pending_items(self) -> int:
         """Items queued or running on any replica: the shared queue's depth (what an autoscaler reads)."""
@@ -518,26 +501,10 @@ class RedisBatchJobs:
 
     @staticmethod
     def _summary(values: list[bytes | None], done: int, live: dict[str, str]) -> dict[str, object]:
-        fields = dict(zip(SUMMARY_FIELDS, (_text(value) for value in values), strict=True))
-        total, ok = int(fields["total"] or 0), int(fields["ok"] or 0)
-        status = fields["status"]
-        return {
-            "id": fields["id"],
-            "name": fields["name"],
-            "status": status,
-            "total": total,
-            "done": done,
-            "ok": ok,
-            "errors": done - ok,
-            "current": next(iter(sorted(live)), None),
-            "running": live,  # uttid -> replica, for every item running now
-            "cancelling": fields["cancelling"] == "1" and status == RUNNING,
-            "created": fields["created"],
-            "started": fields["started"] or None,
-            "finished": fields["finished"] or None,
-            "message": fields["message"],
-            "options": json.loads(fields["options"] or "{}"),
-        }
+        fields: dict[str, object] = dict(zip(SUMMARY_FIELDS, (_text(value) for value in values), strict=True))
+        fields["cancelling"] = fields["cancelling"] == "1"
+        options = json.loads(fields["options"] or "{}")
+        return job_summary(fields, options, int(fields["total"] or 0), done, int(fields["ok"] or 0), live)
 
     # ----------------------------------------------------------------- the worker
     def _work(self) -> None:
@@ -610,7 +577,7 @@ class RedisBatchJobs:
 
     def _handle(self, entry: _Entry) -> None:
         job, running = job_key(entry.job), job_key(entry.job, "running")
-        args = [entry.uttid, entry.generation, self.lease_ms, entry.id, _now(), self.replica, self.consumer]
+        args = [entry.uttid, entry.generation, self.lease_ms, entry.id, now(), self.replica, self.consumer]
         outcome = self._scripts["start"](keys=[job, job_key(entry.job, "results"), running], args=args)
         if outcome != b"run":
             self._drop(entry)
@@ -644,38 +611,30 @@ class RedisBatchJobs:
         item = work.items.get(entry.uttid)
         if item is None:
             return {"uttid": entry.uttid, "status": "error", "message": "not in the job's input"}
-        private = work.folder / f"{WORK_DIR_PREFIX}{safe_name(self.consumer, 'worker')}"  # this process's own files
-        private.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                record = run_item(self.pipeline, item, private, work.options)
-            except StorageError as error:  # recorded as transient: it stops the job, and resume runs it again
-                _LOGGER.error("Batch job %s stopped at item %s: %s", entry.job, entry.uttid, error)
-                message = f"{error}{FIX_DISK}"
-                return {"uttid": entry.uttid, "line": item.line, "status": "error", "message": message, "transient": True}
-            except (QueueFull, QueueTimeout) as error:
-                _LOGGER.info("Batch job %s waits for the device: %s", entry.job, error)
-                if self._stopping.wait(BUSY_RETRY_S) or self._cancelling(entry.job):
-                    return None
-                continue
-            if record.get("status") == "ok":  # whole and synced; a rename never leaves half a file
-                os.replace(private / f"{item.uttid}.wav", work.folder / f"{item.uttid}.wav")
-            return record
+        staging = work.runner.folder / f"{WORK_DIR_PREFIX}{safe_name(self.consumer, 'worker')}"  # this process's own files
+        outcome = work.runner.run(item, staging)  # a transient record (the disk refused) stops the job: see _RECORD
+        return None if outcome is None else outcome.record
 
     def _job_work(self, job_id: str, generation: str) -> _JobWork:
-        cached = self._parsed.get((job_id, generation))
+        cached = self._jobs_read.get((job_id, generation))
         if cached is not None:
             return cached
-        jsonl, options = self.client.hmget(job_key(job_id), ["input", "options"])
-        items = parse_jsonl(_text(jsonl), self.allowed_roots, self.voices.known_names())
-        work = _JobWork(
-            {item.uttid: item for item in items},
-            check_options(self.pipeline.engine, json.loads(_text(options) or "{}")),  # stored by an older version, maybe
+        stored_items, options, jsonl = self.client.hmget(job_key(job_id), ["items", "options", "input"])
+        if stored_items is None:  # submitted before items were stored parsed
+            items = parse_jsonl(_text(jsonl), self.allowed_roots, self.voices.known_names())
+        else:
+            items = [BatchItem.from_record(record) for record in json.loads(stored_items)]
+        runner = ItemRunner(
+            self.pipeline,
+            options_from_stored(json.loads(_text(options) or "{}")),
             self.root / job_id,
+            self.pipeline.request_timeout_s,
+            wait_busy=lambda seconds: self._stopping.wait(seconds) or self._cancelling(job_id),
         )
-        self._parsed[(job_id, generation)] = work
-        while len(self._parsed) > PARSED_JOBS_KEPT:
-            self._parsed.popitem(last=False)
+        work = _JobWork({item.uttid: item for item in items}, runner)
+        self._jobs_read[(job_id, generation)] = work
+        while len(self._jobs_read) > PARSED_JOBS_KEPT:
+            self._jobs_read.popitem(last=False)
         return work
 
     def _cancelling(self, job_id: str) -> bool:
@@ -700,7 +659,7 @@ class RedisBatchJobs:
         delay = 0.2
         while True:
             try:
-                added, status = self._scripts["record"](keys=keys, args=[*args, _now(), entry.job, *stop])
+                added, status = self._scripts["record"](keys=keys, args=[*args, now(), entry.job, *stop])
                 break
             except UNAVAILABLE as error:
                 if delay == 0.2:
@@ -719,7 +678,7 @@ class RedisBatchJobs:
     def _drop(self, entry: _Entry) -> None:
         """Acknowledge an entry that is not to run (finished, cancelled, or of an older generation)."""
         keys = [job_key(entry.job), job_key(entry.job, "running"), STREAM, ACTIVE]
-        self._scripts["drop"](keys=keys, args=[entry.uttid, entry.id, GROUP, _now(), entry.job])
+        self._scripts["drop"](keys=keys, args=[entry.uttid, entry.id, GROUP, now(), entry.job])
 
     def _release(self, entry: _Entry) -> None:
         """Hand an entry back at once (this replica stops before finishing it)."""
@@ -751,9 +710,8 @@ class RedisBatchJobs:
                     return archive
                 with self.client.pipeline(transaction=True) as pipe:
                     order, results = pipe.lrange(job_key(job_id, "order"), 0, -1).hgetall(job_key(job_id, "results")).execute()
-                with atomic_output(folder / MANIFEST, "w") as manifest:
-                    for uttid in order:  # encoded again: records of an older version may hold raw line breaks
-                        manifest.write(dumps_line(json.loads(results[uttid])) + "\n")
+                # encoded again: records of an older version may hold raw line breaks
+                write_manifest(folder, (json.loads(results[uttid]) for uttid in order))
                 for private in folder.glob(f"{WORK_DIR_PREFIX}*"):  # before the zip appears: whoever sees it sees a tidy folder
                     shutil.rmtree(private, ignore_errors=True)
                 zip_job(folder)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
+from glmtts.ui.i18n import label
 from glmtts.voices import PROMPT_EXTENSIONS
 
 
@@ -56,7 +57,7 @@ def add_examples(examples: list[Example], inputs: list, prompt_dir: Path, elem_i
         gr.Examples(
             rows,
             inputs,
-            label="Examples (a click fills the form)",
+            label=label("form.examples"),
             cache_examples=False,
             run_on_click=False,
             api_name=elem_id.replace("-", "_"),
