@@ -508,11 +508,9 @@ class VoiceLibrary:
         A built-in file unchanged since it was last read (same size and mtime) is not decoded and hashed
         again: its content key is remembered (the largest cost of a warm request outside the engine)."""
         stamp = _file_stamp(prompt, prompt_text) if persist else None
-        key = self._file_keys.get(stamp) if stamp else None
-        with self._lock:
-            if key in self._recent:
-                self._recent.move_to_end(key)
-                return self._recent[key]
+        cached = self._cached(self._file_keys.get(stamp)) if stamp else None
+        if cached is not None:
+            return cached
         try:
             audio, rate = read_prompt(prompt)
         except OSError as error:
@@ -522,10 +520,9 @@ class VoiceLibrary:
             if len(self._file_keys) >= MAX_REMEMBERED_FILES:  # transcripts come from requests: keep it bounded
                 self._file_keys.clear()
             self._file_keys[stamp] = key
-        with self._lock:
-            if key in self._recent:
-                self._recent.move_to_end(key)
-                return self._recent[key]
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
         stored = self._analyses / f"{self.engine.name}-v{self.engine.analysis_version}" / f"{key}.npz"
         voice = self._load_analysis(stored) if persist else None
         if voice is None:  # two requests with the same new prompt may both analyse it; the results are equal
@@ -537,6 +534,14 @@ class VoiceLibrary:
             while len(self._recent) > self.cache_size:
                 self._recent.popitem(last=False)
         return voice
+
+    def _cached(self, key: str | None) -> PromptVoice | None:
+        """The analysed prompt of this content key from the in-memory cache (now the most recent), or None."""
+        with self._lock:
+            if key not in self._recent:
+                return None
+            self._recent.move_to_end(key)
+            return self._recent[key]
 
     def _saved_voice(self, saved: _SavedVoice, priority: int) -> PromptVoice:
         if saved.voice is not None:
