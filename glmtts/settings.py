@@ -27,6 +27,7 @@ class Settings:
     decode: str | None = None  # GLM-TTS decode path: fast or reference (default: fast on CUDA, else reference)
     capture: str | None = None  # fast path step capture: graphs, compile or eager (default: graphs on CUDA)
     outputs: Path = PROJECT_ROOT / "outputs"
+    cache: Path | None = None  # what can be computed again (voice analyses, jieba's dictionary, graphs); default outputs/cache
     examples: Path = PROJECT_ROOT / "examples"
     replace_dict: Path = PROJECT_ROOT / "configs" / "G2P_replace_dict.jsonl"
     voice_aliases: Path = PROJECT_ROOT / "configs" / "openai_voices.json"  # OpenAI voice names -> our voices
@@ -75,7 +76,7 @@ class Settings:
 
     @property
     def cache_dir(self) -> Path:
-        return self.outputs / "cache"
+        return self.cache or self.outputs / "cache"
 
     @property
     def allowed_roots(self) -> list[Path]:
@@ -126,6 +127,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=DECODES, default=_env_choice(parser, "GLMTTS_DECODE", DECODES))
     parser.add_argument("--capture", choices=CAPTURES, default=_env_choice(parser, "GLMTTS_DECODE_CAPTURE", CAPTURES))
     parser.add_argument("--outputs", type=_resolved_path, default=env.get("GLMTTS_OUTPUTS", str(PROJECT_ROOT / "outputs")))
+    parser.add_argument(
+        "--cache",
+        type=_resolved_path,
+        default=env.get("GLMTTS_CACHE") or None,
+        help="folder for what can be computed again, shareable by several outputs folders (default: <outputs>/cache)",
+    )
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,4 +8,5 @@ cd "$root" || exit 1
 source tools/env.sh
 activate_env requirements-test.txt || { echo "run_tests: could not prepare the Python environment" >&2; exit 1; }
 export ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
-exec python -m pytest tests "$@"
+# Test files run in parallel, one worker per core up to four, each file whole on one worker (its apps start once).
+exec python -m pytest tests -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder "$@"

@@ -4,6 +4,7 @@ Needs root and `mount` (skipped where the sandbox forbids them)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +18,9 @@ PROMPT = ROOT / "examples" / "prompt" / "libri_367.flac"
 
 
 @pytest.fixture
-def full_disk(tmp_path):
-    """A 4 MiB tmpfs holding a job a crash left running, then filled to the last byte."""
+def full_disk(tmp_path, shared_cache):
+    """A 4 MiB tmpfs holding a job a crash left running and the session's cached analyses of all but one
+    built-in voice (that one is analysed and its store refused), then filled to the last byte."""
     disk = tmp_path / "outputs"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, check=False)
@@ -37,6 +39,10 @@ def full_disk(tmp_path):
         "created": "2026-01-01T00:00:00+00:00",
     }
     (job / "job.json").write_text(json.dumps(state))
+    for cached in [*shared_cache.glob("embedded-references-*.npz"), *sorted(shared_cache.glob("voices/embedded-*/*.npz"))[1:]]:
+        seeded = disk / "cache" / cached.relative_to(shared_cache)
+        seeded.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, seeded)
     with (disk / "filler").open("wb") as filler:
         try:
             while True:
@@ -57,7 +63,7 @@ def test_the_app_starts_and_serves_on_a_full_outputs_disk(full_disk, tmp_path):
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "GLMTTS_CKPT": ""},
+            env={**os.environ, "GLMTTS_CKPT": "", "GLMTTS_CACHE": ""},  # its caches on the full disk too
         )
     try:
         wait_for(lambda: process.poll() is not None or is_ready(url), START_TIMEOUT_S, "the app to become ready")

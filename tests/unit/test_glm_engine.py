@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from glmtts.engines.glm.checkpoint import describe_checkpoint, find_campplus, validate_checkpoint
+from glmtts.engines.glm.checkpoint import analysis_fingerprint, describe_checkpoint, find_campplus, validate_checkpoint
 from glmtts.engines.glm.engine import GLMTTSEngine
 from glmtts.engines.glm.errors import CheckpointError
 from glmtts.engines.glm.fast_decode import FastDecoder
@@ -200,7 +200,7 @@ def test_decode_paths_and_streaming_are_described(engine: GLMTTSEngine, ckpt: Pa
     facts = engine.describe()
     assert facts["decode"] == "reference" and facts["stream"] is False  # the CPU default decode path
     assert engine.decoder is engine.llm and "decode_capture" not in facts and "kv_cache" not in engine.memory_report()
-    assert GLMTTSEngine.analysis_version == "2"  # prompts are analysed from their own rate now
+    assert engine.analysis_version == f"2-{analysis_fingerprint(ckpt)}"  # prompts are analysed from their own rate now
     with pytest.raises(ValueError, match="decode"):
         GLMTTSEngine(ckpt, decode="turbo")
     fast = GLMTTSEngine(ckpt, decode="fast", stream=False)
@@ -271,3 +271,19 @@ def test_runtime_modules_hold_no_fixtures() -> None:
         assert not [name for name in defined if name.startswith(("write_random", "Random"))], path.name
         imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         assert "glmtts.engines.glm.random_checkpoint" not in imported, path.name
+
+
+def test_analyses_are_redone_for_another_checkpoint_not_for_a_copy(ckpt: Path, tmp_path: Path) -> None:
+    """The fingerprint in the analysis version (the key of analyses on disk and of saved voices' features)
+    follows the tokenizers and CAM++ by content: a copy or another LLM keeps it, another CAM++ or checkpoint not."""
+    copy = Path(shutil.copytree(ckpt, tmp_path / "copy"))
+    assert analysis_fingerprint(copy) == analysis_fingerprint(ckpt)
+    (copy / "llm" / "config.json").write_text((ckpt / "llm" / "config.json").read_text() + " ")
+    assert analysis_fingerprint(copy) == analysis_fingerprint(ckpt)  # the LLM has no part in a prompt's analysis
+    campplus = find_campplus(copy)
+    changed = bytearray(campplus.read_bytes())
+    changed[-1] ^= 1
+    campplus.write_bytes(bytes(changed))
+    assert analysis_fingerprint(copy) != analysis_fingerprint(ckpt)
+    other = write_random_checkpoint(tmp_path / "other", "tiny", seed=1)
+    assert analysis_fingerprint(other) != analysis_fingerprint(ckpt)

@@ -261,11 +261,11 @@ def test_two_hundred_saved_voices_load_in_no_time_and_analyse_nothing(tmp_path):
         for name in (PROMPT_FILE, FEATURES_FILE):
             (folder / name).write_bytes((source / name).read_bytes())
         (folder / META_FILE).write_text(json.dumps({**meta, "name": f"copy {number}"}))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time, whatever else the machine runs
     restarted = make_library(tmp_path)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     assert len(restarted.names()) == 4 + 200 and restarted.engine.prepared == []
-    assert seconds < 2.0, f"loading 200 saved voices took {seconds:.2f} s"
+    assert seconds < 2.0, f"loading 200 saved voices took {seconds:.2f} s of CPU"
 
 
 # --------------------------------------------------------------------------- names

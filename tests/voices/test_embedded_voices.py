@@ -171,17 +171,18 @@ LONG_EN_SENTENCE = ", ".join(s.rstrip(".") for s in HARVARD_LIST_1) + "."  # one
 
 
 def test_a_cancelled_request_stops_inside_a_long_english_sentence(english):
+    # CPU time of this process: what the synthesis did, whatever else the machine runs (pytest-xdist)
     counting = CancelAtCheck()
-    start = time.perf_counter()
+    start = time.process_time()
     english.text_to_audio(LONG_EN_SENTENCE, seed=SEED, cancel=counting)
-    full_s = time.perf_counter() - start
+    full_s = time.process_time() - start
     assert counting.calls >= 4  # before the sentence, then between vocoder windows
     token = CancelAtCheck(at=2)
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(Cancelled):
         english.text_to_audio(LONG_EN_SENTENCE, seed=SEED, cancel=token)
     assert token.calls == 2
-    assert time.perf_counter() - start < 0.8 * full_s
+    assert time.process_time() - start < 0.8 * full_s
 
 
 def test_a_cancelled_request_stops_between_mandarin_chunks(mandarin):
@@ -261,13 +262,15 @@ def _syllable_errors(reference: list[str], hypothesis: list[str]) -> int:
     return previous[-1]
 
 
-def _zh_error_rate(mandarin, whisper, frontend, phonemes_of) -> float:
+def _zh_error_rate(mandarin, whisper, frontend, phonemes_of, heard: dict[tuple[str, ...], str]) -> float:
     errors = total = 0
     for sentence in ZH_INTELLIGIBILITY:
-        audio = mandarin.phonemes_to_audio(phonemes_of(sentence))
-        audio16 = resample_poly(audio, 2, 3).astype(np.float32)  # 24 kHz -> 16 kHz
-        pieces, _ = whisper.transcribe(audio16, language="zh", beam_size=5, condition_on_previous_text=False)
-        hypothesis = "".join(piece.text for piece in pieces)
+        phonemes = tuple(phonemes_of(sentence))
+        if phonemes not in heard:
+            audio16 = resample_poly(mandarin.phonemes_to_audio(list(phonemes)), 2, 3).astype(np.float32)  # 24 -> 16 kHz
+            pieces, _ = whisper.transcribe(audio16, language="zh", beam_size=5, condition_on_previous_text=False)
+            heard[phonemes] = "".join(piece.text for piece in pieces)
+        hypothesis = heard[phonemes]
         reference = _toneless_syllables(frontend, sentence)
         errors += _syllable_errors(reference, _toneless_syllables(frontend, hypothesis))
         total += len(reference)
@@ -286,7 +289,8 @@ def test_mandarin_is_intelligible_with_tone_sandhi(mandarin, zh_whisper, zh_fron
         glm_text = "".join(s.glm_text for s in zh_frontend.text_to_segments(sentence, use_phoneme=True))
         return [p for syllable in tokens_to_syllables(glm_text) for p in syllable.symbols] + ["."]
 
-    with_sandhi = _zh_error_rate(mandarin, zh_whisper, zh_frontend, spoken)
-    without = _zh_error_rate(mandarin, zh_whisper, zh_frontend, dictionary_tones)
+    heard: dict[tuple[str, ...], str] = {}  # phonemes -> what Whisper heard: a sentence without sandhi is heard once
+    with_sandhi = _zh_error_rate(mandarin, zh_whisper, zh_frontend, spoken, heard)
+    without = _zh_error_rate(mandarin, zh_whisper, zh_frontend, dictionary_tones, heard)
     assert with_sandhi <= MAX_ZH_SYLLABLE_ERRORS
     assert with_sandhi <= without + ZH_SANDHI_MARGIN

@@ -6,6 +6,7 @@ choose its engine at start-up in milliseconds; the loaders check keys and shapes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -88,6 +89,28 @@ def describe_checkpoint(root: Path) -> dict[str, object]:
         "llm_vocab": llm.get("vocab_size"),
         "disk_mib": {name: round(size / 2**20, 1) for name, size in parts.items()},
     }
+
+
+def analysis_fingerprint(root: Path) -> str:
+    """12 hex digits that change with the parts a prompt's analysis comes from (the text and speech
+    tokenizers, CAM++), so analyses kept on disk or with a saved voice are redone for another checkpoint.
+    Read in milliseconds, whatever the size: each file's name and size and three 64 KiB windows of it."""
+    root = Path(root)
+    parts = sorted((root / TEXT_TOKENIZER_DIR).rglob("*")) + sorted((root / SPEECH_TOKENIZER_DIR).rglob("*"))
+    digest = hashlib.sha256()
+    for path in [*parts, find_campplus(root)]:
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            for offset in (0, size // 2, max(0, size - _WINDOW)):
+                handle.seek(offset)
+                digest.update(handle.read(_WINDOW))
+    return digest.hexdigest()[:12]
+
+
+_WINDOW = 64 * 1024
 
 
 def _llm_shards(root: Path) -> list[Path]:

@@ -87,6 +87,7 @@ class GLMTTSEngine(Engine):
     samples = True
     speed_range = (1.0, 1.0)  # no rate control: the LLM sets the pace, as upstream's does
     # 2: prompts arrive at their file's own rate and each consumer resamples from it (was: from 24 kHz).
+    # `load` appends the checkpoint's analysis fingerprint: another checkpoint's analyses are not reused.
     analysis_version = "2"
 
     def __init__(
@@ -156,6 +157,7 @@ class GLMTTSEngine(Engine):
         self.max_batch = self._max_batch_setting or (CUDA_MAX_BATCH if self.device.type == "cuda" else 1)
         self.decode = self._decode_setting or ("fast" if self.device.type == "cuda" else "reference")
         self._load_llm_and_flow()
+        self.analysis_version = f"{GLMTTSEngine.analysis_version}-{checkpoint.analysis_fingerprint(root)}"
         seconds = sum(self.load_seconds.values())
         _LOGGER.info(
             "GLM-TTS loaded on %s (%s, %s decode, max batch %d) in %.1f s",
