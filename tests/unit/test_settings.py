@@ -93,3 +93,12 @@ def test_the_cli_flags_map_to_settings(monkeypatch: pytest.MonkeyPatch, tmp_path
     app_settings = Settings.from_args(["--outputs", str(tmp_path / "out"), *argv[-6:], "--max-batch", "3"])
     engine_fields = ("device", "ckpt", "dtype", "decode", "capture", "max_batch", "outputs")
     assert [getattr(settings, name) for name in engine_fields] == [getattr(app_settings, name) for name in engine_fields]
+
+
+def test_the_cache_folder_is_under_outputs_unless_one_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GLMTTS_CACHE", raising=False)
+    outputs = ["--outputs", str(tmp_path / "out")]
+    assert Settings.from_args(outputs).cache_dir == (tmp_path / "out").resolve() / "cache"
+    monkeypatch.setenv("GLMTTS_CACHE", str(tmp_path / "shared"))
+    assert Settings.from_args(outputs).cache_dir == (tmp_path / "shared").resolve()
+    assert Settings.from_args([*outputs, "--cache", str(tmp_path / "flag")]).cache_dir == (tmp_path / "flag").resolve()
