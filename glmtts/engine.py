@@ -27,6 +27,7 @@ class Engine(ABC):
     speed_range: tuple[float, float] = (0.5, 2.0)
     max_batch: int = 1  # how many requests may synthesize at once; above 1 the engine batches their work
     analysis_version: str = "1"  # change it when prepare_voice's output changes: stored analyses are redone
+    analysis_reads_text: bool = True  # False: prepare_voice ignores the transcript (one analysis per audio)
 
     def auto_device(self) -> str:
         """The device "--device auto" means for this engine on this machine."""

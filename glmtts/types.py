@@ -120,7 +120,7 @@ class SynthesisOptions:
 class PromptVoice:
     """A prompt after engine-specific analysis, cached by the pipeline per prompt content."""
 
-    key: str  # content hash of the prompt audio plus its transcript
+    key: str  # content hash of the prompt audio plus its transcript (of the audio alone for an engine whose analysis ignores it)
     prompt_text: str
     features: object  # engine-owned analysis (speaker embedding, voice profile, speech tokens...)
     duration_s: float

@@ -515,7 +515,7 @@ class VoiceLibrary:
             audio, rate = read_prompt(prompt)
         except OSError as error:
             raise SynthesisError(f"The prompt file could not be read ({type(error).__name__}).") from error
-        key = content_key(audio, prompt_text)
+        key = self._analysis_key(audio, prompt_text)
         if stamp:
             if len(self._file_keys) >= MAX_REMEMBERED_FILES:  # transcripts come from requests: keep it bounded
                 self._file_keys.clear()
@@ -523,7 +523,7 @@ class VoiceLibrary:
         cached = self._cached(key)
         if cached is not None:
             return cached
-        stored = self._analyses / f"{self.engine.name}-v{self.engine.analysis_version}" / f"{key}.npz"
+        stored = self._stored_path(key)
         voice = self._load_analysis(stored) if persist else None
         if voice is None:  # two requests with the same new prompt may both analyse it; the results are equal
             voice = self._analyse(audio, rate, prompt_text, key, priority)
@@ -534,6 +534,21 @@ class VoiceLibrary:
             while len(self._recent) > self.cache_size:
                 self._recent.popitem(last=False)
         return voice
+
+    def _analysis_key(self, audio: np.ndarray, prompt_text: str) -> str:
+        """The key analyses are kept under: the content key, of the audio alone where the engine's
+        analysis ignores the transcript (so a prompt under another transcript is not analysed again)."""
+        return content_key(audio, prompt_text if self.engine.analysis_reads_text else "")
+
+    def _stored_path(self, analysis_key: str) -> Path:
+        return self._analyses / f"{self.engine.name}-v{self.engine.analysis_version}" / f"{analysis_key}.npz"
+
+    def _known_analysis(self, audio: np.ndarray, prompt_text: str, key: str) -> PromptVoice | None:
+        """The analysis a new saved voice (content `key`) can take over: the one already made of its prompt,
+        in memory or kept on disk for a built-in voice, where the engine would analyse it the same."""
+        analysis_key = self._analysis_key(audio, prompt_text)
+        known = self._cached(analysis_key) or self._load_analysis(self._stored_path(analysis_key))
+        return None if known is None else dataclasses.replace(known, key=key, prompt_text=prompt_text)
 
     def _cached(self, key: str | None) -> PromptVoice | None:
         """The analysed prompt of this content key from the in-memory cache (now the most recent), or None."""
@@ -606,7 +621,7 @@ class VoiceLibrary:
         new_id = voice_id(name, key)
         self._sync()
         self._check_free(new_id, name or new_id)
-        voice = self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
+        voice = self._known_analysis(samples, prompt_text, key) or self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
         return self._add(new_id, name or new_id, prompt_text, samples, rate, voice)
 
     def import_voice(self, data: bytes, name: str = "") -> VoiceInfo:
@@ -628,7 +643,11 @@ class VoiceLibrary:
                 voice = PromptVoice(key, prompt_text, features, round(len(samples) / rate, 3))
             except UNREADABLE as error:
                 _LOGGER.warning("Imported voice %s: its analysis does not decode (%s); analysing again", new_id, error)
-        voice = voice or self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
+        voice = (
+            voice
+            or self._known_analysis(samples, prompt_text, key)
+            or self._analyse(samples, rate, prompt_text, key, INTERACTIVE)
+        )
         return self._add(new_id, name or new_id, prompt_text, samples, rate, voice)
 
     def _add(self, new_id: str, name: str, prompt_text: str, samples: np.ndarray, rate: int, voice: PromptVoice) -> VoiceInfo:

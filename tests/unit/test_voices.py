@@ -6,6 +6,7 @@ The library runs with a counting stand-in engine and a stand-in frontend, so eve
 import io
 import json
 import logging
+import shutil
 import threading
 import time
 import unicodedata
@@ -470,9 +471,28 @@ def test_an_undecodable_analysis_in_the_file_is_analysed_again(tmp_path):
     with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
         for name in source.namelist():
             target.writestr(name, b"garbage" if name == "features.npz" else source.read(name))
+    library.clear_cache()
+    shutil.rmtree(tmp_path / "cache")  # nothing else known of this prompt: only its own analysis could serve
     prepared = len(library.engine.prepared)
     library.import_voice(out.getvalue(), name="Again")
     assert len(library.engine.prepared) == prepared + 1
+
+
+@pytest.mark.parametrize("reads_text", [True, False])
+def test_a_voice_saved_from_an_analysed_prompt_takes_over_its_analysis(tmp_path, reads_text):
+    """A built-in voice's audio saved as a voice is not analysed again where the engine would analyse it
+    the same: under the same transcript, or under any where the engine ignores it (the embedded one)."""
+    library = make_library(tmp_path)
+    library.engine.analysis_reads_text = reads_text
+    library.resolve(PROMPT.stem)
+    prepared = len(library.engine.prepared)
+    same = library.create(PROMPT.read_bytes(), PROMPT.with_suffix(".txt").read_text().strip(), "Same words")
+    other = library.create(PROMPT.read_bytes(), "Other words.", "Other words")
+    assert len(library.engine.prepared) == prepared + (1 if reads_text else 0)
+    assert library.resolve(same.id).key != library.resolve(other.id).key  # each voice keeps its own content key
+    assert library.resolve(other.id).prompt_text == "Other words." and library.get(other.id).features == "computed"
+    restarted = make_library(tmp_path)
+    assert restarted.resolve(other.id).prompt_text == "Other words." and restarted.engine.prepared == []
 
 
 def test_a_rename_follows_the_name_rules_keeps_the_id_and_survives_a_restart(tmp_path):

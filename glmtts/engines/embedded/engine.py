@@ -121,6 +121,7 @@ class EmbeddedEngine(Engine):
     sample_rates = (OUTPUT_RATE,)
     samples = False
     analysis_version = "3"  # numpy speaker encoder and DSP: analyses differ in the last digits
+    analysis_reads_text = False  # the voice is fitted to the prompt's sound alone
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = cache_dir
