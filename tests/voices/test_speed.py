@@ -66,10 +66,10 @@ def test_the_embedded_voice_is_intelligible_and_paced_at_openais_speeds(english,
     for sentence in SENTENCES:
         audio = english.text_to_audio(sentence, native, SEED)
         renderings.append(stretch(audio, english.sample_rate, factor) if factor != 1.0 else audio)
-    wer = word_error_rate(renderings, english.sample_rate)
     lengths = sum(map(len, renderings)) / sum(map(len, at_1x))
-    print(f"embedded English at {speed}x (native {native}, stretched {factor}): WER {wer:.1%}, length {lengths:.3f} of 1x")
-    assert wer <= MAX_WER_EMBEDDED.get(speed, 1.0)
+    print(f"embedded English at {speed}x (native {native}, stretched {factor}): length {lengths:.3f} of 1x")
+    if speed in MAX_WER_EMBEDDED:  # not at 4x, where Whisper hears hardly a word (and makes some up)
+        assert word_error_rate(renderings, english.sample_rate) <= MAX_WER_EMBEDDED[speed]
     assert rms(np.concatenate(renderings)) == pytest.approx(rms(np.concatenate(at_1x)), rel=0.3)
     # piper's length scale cannot shorten a phoneme below one frame: its 2x is 1.6x (measured lengths
     # 3.47 / 1.73 / 0.634 / 0.317 of 1x); the stretch on top is exact.
@@ -79,9 +79,8 @@ def test_the_embedded_voice_is_intelligible_and_paced_at_openais_speeds(english,
 @pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
 def test_time_scale_modification_keeps_words_and_pitch(english, at_1x, speed):
     stretched = [stretch(audio, english.sample_rate, speed) for audio in at_1x]
-    wer = word_error_rate(stretched, english.sample_rate)
-    print(f"1x rendering stretched to {speed}x: WER {wer:.1%}")
-    assert wer <= MAX_WER_STRETCHED.get(speed, 1.0)
+    if speed in MAX_WER_STRETCHED:
+        assert word_error_rate(stretched, english.sample_rate) <= MAX_WER_STRETCHED[speed]
     assert [len(audio) for audio in stretched] == [round(len(audio) / speed) for audio in at_1x]
     before, after = median_pitch_hz(at_1x[0], english.sample_rate), median_pitch_hz(stretched[0], english.sample_rate)
     assert after == pytest.approx(before, rel=0.05)
