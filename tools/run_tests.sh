@@ -10,6 +10,6 @@ activate_env requirements-test.txt || { echo "run_tests: could not prepare the P
 export ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 # Test files run in parallel, one worker per core up to four, each file whole on one worker (its apps start once).
 # The workers fill the cores, so each process (the apps they start included) keeps to one BLAS and OpenMP thread:
-# threads waiting for a busy core burn it (a third less CPU for the same tests).
+# threads waiting for a busy core burn it (measured: 28 % less CPU in the voice-match tests, 5 % in the suite).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 exec python -m pytest tests -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder "$@"
