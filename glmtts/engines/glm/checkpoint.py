@@ -40,6 +40,7 @@ OTHER_FILES = (
 )
 LLM_INDEX = f"{LLM_DIR}/model.safetensors.index.json"
 LLM_SINGLE = f"{LLM_DIR}/model.safetensors"
+_WINDOW = 64 * 1024  # bytes analysis_fingerprint reads at three places of each file
 
 
 def find_campplus(root: Path) -> Path:
@@ -108,9 +109,6 @@ def analysis_fingerprint(root: Path) -> str:
                 handle.seek(offset)
                 digest.update(handle.read(_WINDOW))
     return digest.hexdigest()[:12]
-
-
-_WINDOW = 64 * 1024
 
 
 def _llm_shards(root: Path) -> list[Path]:
