@@ -1,13 +1,15 @@
 """Durable file writes and JSON lines: the one way this service replaces a file (a crash leaves the old
-file or the new one), names a failed write (full, read-only or failing disk), and writes and reads
-JSON lines (a line ends at "\\n" and nowhere else)."""
+file or the new one), names a failed write (full, read-only or failing disk), writes and reads JSON
+lines (a line ends at "\\n" and nowhere else), and locks a file's making between processes."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,6 +25,8 @@ _FAULTS = {
     errno.EPERM: "no permission",
     errno.EIO: "the device failed (input/output error)",
 }
+MAKING_POLL_S = 0.05
+MAKING_WAIT_S = 120.0  # the longest another process's making is waited for; then it is made here too
 # The characters str.splitlines() (and JavaScript, and some editors) end a line at which
 # json.dumps(ensure_ascii=False) leaves raw: it escapes every other one (\n \r \v \f \x1c-\x1e are
 # control characters below U+0020). A JSON string may carry each as a \\uXXXX escape.
@@ -80,6 +84,50 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
     encoding = None if "b" in mode else "utf-8"
     with atomic_path(path) as partial, open(partial, mode, encoding=encoding) as handle:
         yield handle
+
+
+class MadeElsewhere(Exception):
+    """Another process (or thread) is making the file now; raised by `making(path, wait=False)`."""
+
+
+@contextmanager
+def making(path: Path, wait: bool = True) -> Iterator[None]:
+    """Hold the lock on making `path` (an flock on a `.lock` file beside it) for the block, so that
+    processes sharing a folder make each file once: the others wait, then find it made. Without
+    `wait`, raises MadeElsewhere where the lock is held. A folder that cannot hold the lock file, or a
+    holder that takes longer than MAKING_WAIT_S, leaves the block to run unlocked (work done twice,
+    nothing lost); a holder that dies releases the lock with its process."""
+    descriptor = _lock_making(path, wait)
+    try:
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _lock_making(path: Path, wait: bool) -> int | None:
+    """The locked descriptor of `path`'s lock file, or None to go on unlocked (see `making`)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    deadline = time.monotonic() + MAKING_WAIT_S
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return descriptor
+        except BlockingIOError:
+            if wait and time.monotonic() < deadline:
+                time.sleep(MAKING_POLL_S)
+                continue
+            os.close(descriptor)
+            if not wait:
+                raise MadeElsewhere(path.name) from None
+            return None
+        except OSError:  # a file system without locks
+            os.close(descriptor)
+            return None
 
 
 def write_json(path: Path, value: object) -> None:

@@ -43,7 +43,7 @@ import soundfile as sf
 from glmtts.audio import content_key, read_prompt
 from glmtts.engine import Engine
 from glmtts.feature_codec import UNREADABLE, FeatureCodecError, arrays_to_features, load_features, save_features
-from glmtts.files import atomic_output, storage_error, storage_writes, write_json
+from glmtts.files import MadeElsewhere, atomic_output, making, storage_error, storage_writes, write_json
 from glmtts.frontend import TextFrontend
 from glmtts.frontend.process import FrontendProcess
 from glmtts.openai_compat import OPENAI_VOICES, VoiceAliases
@@ -369,8 +369,16 @@ class VoiceLibrary:
         _LOGGER.info("Voices: %d built-in, %d saved", len(self._builtin), len(self._saved))
 
     def warm(self) -> None:
-        """Analyse every built-in voice, from the analyses on disk where they fit the engine."""
-        for name in self._builtin:
+        """Analyse every built-in voice, from the analyses on disk where they fit the engine. Processes
+        starting together on one cache folder (replicas) share the work: a voice another one is
+        analysing is left to it, and read from disk once this one has analysed the rest."""
+        elsewhere = []
+        for name, path in self._builtin.items():
+            try:
+                self._prompt_voice(path, _transcript(path), INTERACTIVE, persist=True, wait=False)
+            except MadeElsewhere:
+                elsewhere.append(name)
+        for name in elsewhere:
             self.resolve(name)
 
     def _merge(self, saved: dict[str, tuple[VoiceInfo, str]]) -> None:
@@ -502,11 +510,15 @@ class VoiceLibrary:
         with self.scheduler.slot(priority):
             return self.engine.prepare_voice(audio, rate, " ".join(s.text for s in segments), key)
 
-    def _prompt_voice(self, prompt: Path | bytes, prompt_text: str, priority: int, persist: bool) -> PromptVoice:
+    def _prompt_voice(
+        self, prompt: Path | bytes, prompt_text: str, priority: int, persist: bool, wait: bool = True
+    ) -> PromptVoice:
         """A prompt file or upload: from the in-memory cache, the analyses on disk (`persist`), or analysed now.
 
         A built-in file unchanged since it was last read (same size and mtime) is not decoded and hashed
-        again: its content key is remembered (the largest cost of a warm request outside the engine)."""
+        again: its content key is remembered (the largest cost of a warm request outside the engine).
+        An analysis kept on disk is made once by the processes sharing the folder: while another one
+        makes it, this one waits for it, or raises MadeElsewhere without `wait`."""
         stamp = _file_stamp(prompt, prompt_text) if persist else None
         cached = self._cached(self._file_keys.get(stamp)) if stamp else None
         if cached is not None:
@@ -523,12 +535,17 @@ class VoiceLibrary:
         cached = self._cached(key)
         if cached is not None:
             return cached
-        stored = self._stored_path(key)
-        voice = self._load_analysis(stored) if persist else None
-        if voice is None:  # two requests with the same new prompt may both analyse it; the results are equal
+        if persist:
+            stored = self._stored_path(key)
+            voice = self._load_analysis(stored)
+            if voice is None:
+                with making(stored, wait):
+                    voice = self._load_analysis(stored)  # made while this one waited
+                    if voice is None:
+                        voice = self._analyse(audio, rate, prompt_text, key, priority)
+                        self._store_analysis(stored, voice)
+        else:  # two requests with the same new prompt may both analyse it; the results are equal
             voice = self._analyse(audio, rate, prompt_text, key, priority)
-            if persist:
-                self._store_analysis(stored, voice)
         with self._lock:
             self._recent[key] = voice
             while len(self._recent) > self.cache_size:

@@ -27,6 +27,7 @@ from glmtts.engines.embedded.engine import EmbeddedVoice
 from glmtts.engines.embedded.voice_match import MatchParams, VoiceProfile
 from glmtts.engines.glm.engine import GLMVoiceFeatures
 from glmtts.feature_codec import FeatureCodecError, arrays_to_features, features_to_arrays, load_features, save_features
+from glmtts.files import MadeElsewhere, making
 from glmtts.scheduler import DeviceScheduler
 from glmtts.settings import PROJECT_ROOT, Settings
 from glmtts.types import PromptVoice, Segment, SegmentAudio, SynthesisError
@@ -237,6 +238,53 @@ def test_builtin_analyses_are_kept_on_disk_per_engine_version(tmp_path):
     other = make_library(tmp_path, analysis_version="2")
     other.warm()
     assert len(other.engine.prepared) == 4
+
+
+def test_replicas_starting_together_split_the_builtin_analyses(tmp_path):
+    """Two libraries on one cache folder (two replicas, as the lock is taken per open file) warm at
+    once: each analyses some built-in voices while the other analyses others, and none twice."""
+    meeting = threading.Barrier(2, timeout=30)  # both analyse at the same moment, or this breaks
+
+    class MeetingEngine(CountingEngine):
+        def prepare_voice(self, audio, sample_rate, prompt_text, key):
+            if not self.prepared:
+                meeting.wait()
+            return super().prepare_voice(audio, sample_rate, prompt_text, key)
+
+    libraries = [make_library(tmp_path) for _ in range(2)]
+    for library in libraries:
+        library.engine = MeetingEngine()
+    warming = [threading.Thread(target=library.warm) for library in libraries]
+    for thread in warming:
+        thread.start()
+    for thread in warming:
+        thread.join(60)
+    first, second = (library.engine.prepared for library in libraries)
+    assert first and second and len(set(first + second)) == len(first + second) == 4
+    for name in ("libri_1688", "libri_1998", "libri_2414", "libri_367"):
+        assert libraries[0].resolve(name).features == libraries[1].resolve(name).features
+
+
+def test_a_file_is_made_once_by_those_sharing_its_folder(tmp_path):
+    target = tmp_path / "made" / "analysis.npz"
+    with making(target):
+        with pytest.raises(MadeElsewhere), making(target, wait=False):
+            pass
+        waited = threading.Event()
+
+        def wait_then_make():
+            with making(target):
+                waited.set()
+
+        waiter = threading.Thread(target=wait_then_make)
+        waiter.start()
+        assert not waited.wait(0.3)  # held here: the other waits
+    waiter.join(10)
+    assert waited.is_set()
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    with making(not_a_folder / "analysis.npz", wait=False):  # no lock file possible: made unlocked
+        pass
 
 
 def test_different_non_ascii_names_with_one_prompt_are_different_voices(tmp_path):
