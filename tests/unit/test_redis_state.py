@@ -210,7 +210,7 @@ def test_cancel_on_one_replica_stops_the_other_after_its_item_and_resume_finishe
 
 
 def test_redis_killed_and_restarted_mid_job_loses_nothing_and_the_job_goes_on(replicas, redis_server):
-    jobs, pipeline = replicas("a:1")
+    jobs, pipeline = replicas("a:1", lease_s=5.0)  # an item taken as Redis went down comes back after its lease
     job = jobs.submit(jsonl(6), name="outage")
     pipeline.allow(2)
     wait_until(lambda: jobs.progress(job)["done"] == 2)
