@@ -28,10 +28,11 @@ activate_env() {
   local files=("$root/requirements.txt" "$@")
   local constraints="$root/constraints.txt"  # the exact versions CI tested (torch left to the machine)
   # A stamp per requirements file and constraints: start_app.sh and the tests share requirements.txt's.
-  local stamps=() missing=() f
+  local stamps=() missing=() requirements=() f
   for f in "${files[@]}"; do
     stamps+=("$venv/.installed-$(cat "$f" "$constraints" | sha256sum | cut -c1-16)")
     [ -f "${stamps[-1]}" ] || missing+=("$f")
+    requirements+=(-r "$f")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
   echo "[env] installing ${missing[*]##*/} into $venv (first run only)"
@@ -39,7 +40,6 @@ activate_env() {
   # (a local one where pip's find-links has it, as on the CI machines).
   local torch_spec="${TORCH_SPEC:-torch==2.13.0}"
   command -v nvidia-smi >/dev/null 2>&1 && torch_spec="${TORCH_SPEC:-torch>=2.4}"
-  local requirements=(); local f; for f in "${files[@]}"; do requirements+=(-r "$f"); done
   # uv installs several times faster than pip; it is told pip's find-links, which it does not read
   # itself, and compiles bytecode, as pip does. pip does it all where uv cannot be had.
   local install=(pip install -q)
