@@ -11,10 +11,12 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 # Why a write failed, said the way a person fixing the machine reads it.
 _FAULTS = {
@@ -103,6 +105,17 @@ def making(path: Path, wait: bool = True) -> Iterator[None]:
     finally:
         if descriptor is not None:
             os.close(descriptor)
+
+
+def made_once(path: Path, find: Callable[[], T | None], make: Callable[[], T], wait: bool = True) -> T:
+    """What `find` finds of `path`, else what `make` returns, made under `making(path, wait)`: a process
+    that waited for another one's making finds its result and makes nothing."""
+    found = find()
+    if found is not None:
+        return found
+    with making(path, wait):
+        found = find()
+        return make() if found is None else found
 
 
 def _lock_making(path: Path, wait: bool) -> int | None:

@@ -43,7 +43,7 @@ import soundfile as sf
 from glmtts.audio import content_key, read_prompt
 from glmtts.engine import Engine
 from glmtts.feature_codec import UNREADABLE, FeatureCodecError, arrays_to_features, load_features, save_features
-from glmtts.files import MadeElsewhere, atomic_output, making, storage_error, storage_writes, write_json
+from glmtts.files import MadeElsewhere, atomic_output, made_once, storage_error, storage_writes, write_json
 from glmtts.frontend import TextFrontend
 from glmtts.frontend.process import FrontendProcess
 from glmtts.openai_compat import OPENAI_VOICES, VoiceAliases
@@ -537,13 +537,13 @@ class VoiceLibrary:
             return cached
         if persist:
             stored = self._stored_path(key)
-            voice = self._load_analysis(stored)
-            if voice is None:
-                with making(stored, wait):
-                    voice = self._load_analysis(stored)  # made while this one waited
-                    if voice is None:
-                        voice = self._analyse(audio, rate, prompt_text, key, priority)
-                        self._store_analysis(stored, voice)
+
+            def analyse_and_store() -> PromptVoice:
+                made = self._analyse(audio, rate, prompt_text, key, priority)
+                self._store_analysis(stored, made)
+                return made
+
+            voice = made_once(stored, lambda: self._load_analysis(stored), analyse_and_store, wait)
         else:  # two requests with the same new prompt may both analyse it; the results are equal
             voice = self._analyse(audio, rate, prompt_text, key, priority)
         with self._lock:

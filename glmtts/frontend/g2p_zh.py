@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glmtts.files import atomic_output
+from glmtts.files import atomic_output, made_once
 from glmtts.frontend.g2pm_reader import NeuralReader
 from glmtts.frontend.phonemes import FINAL_TONES
 from glmtts.frontend.polyphone_model import ALONE, PHRASE, Context, PolyphoneModel, candidates
@@ -149,19 +149,25 @@ def _word_counts(jieba, tokenizer, cache_dir: Path) -> tuple[dict[str, int], int
     dictionary = Path(jieba.__file__).with_name(jieba.DEFAULT_DICT_NAME)
     stat = dictionary.stat()
     cache = cache_dir / f"jieba-words-{WORD_COUNTS_FORMAT}-{stat.st_size}-{stat.st_mtime_ns}.marshal"
-    try:
-        with cache.open("rb") as handle:
-            words, counts, total = marshal.load(handle)
-        return dict(zip(words.split("\n"), np.frombuffer(counts, np.int64).tolist(), strict=True)), total
-    except (OSError, EOFError, ValueError, TypeError):
-        pass
-    freq, total = tokenizer.gen_pfdict(tokenizer.get_dict_file())
-    try:
-        with atomic_output(cache) as handle:
-            marshal.dump(("\n".join(freq), np.fromiter(freq.values(), np.int64, len(freq)).tobytes(), total), handle)
-    except OSError as error:
-        _LOGGER.warning("jieba's dictionary could not be cached in %s: %s", cache_dir, error)
-    return freq, total
+
+    def read() -> tuple[dict[str, int], int] | None:
+        try:
+            with cache.open("rb") as handle:
+                words, counts, total = marshal.load(handle)
+            return dict(zip(words.split("\n"), np.frombuffer(counts, np.int64).tolist(), strict=True)), total
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+
+    def make() -> tuple[dict[str, int], int]:
+        freq, total = tokenizer.gen_pfdict(tokenizer.get_dict_file())
+        try:
+            with atomic_output(cache) as handle:
+                marshal.dump(("\n".join(freq), np.fromiter(freq.values(), np.int64, len(freq)).tobytes(), total), handle)
+        except OSError as error:
+            _LOGGER.warning("jieba's dictionary could not be cached in %s: %s", cache_dir, error)
+        return freq, total
+
+    return made_once(cache, read, make)
 
 
 @dataclass

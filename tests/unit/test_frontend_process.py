@@ -3,6 +3,7 @@ gone when the app is; admission (a bounded number of calls, cancellation, a shor
 beside long ones); the frontend's cost linear in the text's length on every input; and the faster
 cache of jieba's dictionary it loads."""
 
+import concurrent.futures
 import itertools
 import os
 import re
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
+from glmtts import files
 from glmtts.frontend import TextFrontend, en_numbers, normalize, phonemes, process, replace_dict, split, text_utils
 from glmtts.frontend.g2p_zh import _import_jieba, _word_counts
 from glmtts.frontend.normalize import WETEXT_MAX_CHARS
@@ -157,6 +159,42 @@ def test_the_word_count_cache_holds_what_jieba_builds(tmp_path):
     assert _word_counts(jieba, tokenizer, tmp_path) == expected  # read from the cache
     cache.write_bytes(cache.read_bytes()[:1000])  # damaged: built again
     assert _word_counts(jieba, tokenizer, tmp_path) == expected
+
+
+def test_frontends_starting_together_build_the_word_counts_once(tmp_path, monkeypatch):
+    """The second frontend, arriving while the first builds jieba's dictionary, waits and reads it."""
+    jieba = _import_jieba()
+    first_building, second_waiting = threading.Event(), threading.Event()
+    built = []
+
+    def tokenizer(name):
+        made = jieba.Tokenizer()
+        build = made.gen_pfdict
+
+        def counted(dictionary):
+            built.append(name)
+            first_building.set()
+            assert second_waiting.wait(30)
+            return build(dictionary)
+
+        made.gen_pfdict = counted
+        return made
+
+    lock_making, lockers = files._lock_making, []
+
+    def signalling_lock(path, wait):
+        lockers.append(path)
+        if len(lockers) == 2:
+            second_waiting.set()
+        return lock_making(path, wait)
+
+    monkeypatch.setattr(files, "_lock_making", signalling_lock)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_word_counts, jieba, tokenizer("first"), tmp_path)
+        assert first_building.wait(30)
+        second = pool.submit(_word_counts, jieba, tokenizer("second"), tmp_path)
+        assert first.result(60) == second.result(60)
+    assert built == ["first"]
 
 
 # --------------------------------------------------------------------------------- admission

@@ -3,6 +3,7 @@
 The library runs with a counting stand-in engine and a stand-in frontend, so every analysis is seen.
 """
 
+import concurrent.futures
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from glmtts import files
 from glmtts.audio import read_prompt
 from glmtts.engine import Engine
 from glmtts.engines.embedded.engine import EmbeddedVoice
@@ -285,6 +287,36 @@ def test_a_file_is_made_once_by_those_sharing_its_folder(tmp_path):
     not_a_folder.write_text("")
     with making(not_a_folder / "analysis.npz", wait=False):  # no lock file possible: made unlocked
         pass
+
+
+def test_what_was_made_while_waiting_is_taken_not_made_again(tmp_path, monkeypatch):
+    """A second maker arriving while the first makes the file waits for it, then reads it."""
+    target = tmp_path / "made.txt"
+    made = []
+
+    def make():
+        made.append("here")
+        target.write_text("made here")
+        return "made here"
+
+    def find():
+        return target.read_text() if target.exists() else None
+
+    waiting = threading.Event()
+    lock_making = files._lock_making
+
+    def signalling_lock(path, wait):
+        waiting.set()
+        return lock_making(path, wait)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with making(target):  # the first maker holds the lock
+            monkeypatch.setattr(files, "_lock_making", signalling_lock)
+            second = pool.submit(files.made_once, target, find, make)
+            assert waiting.wait(10)  # the second found nothing and waits for the lock
+            target.write_text("made by the first")
+        assert second.result(10) == "made by the first" and made == []
+    assert files.made_once(target, find, make) == "made by the first"  # found without the lock
 
 
 def test_different_non_ascii_names_with_one_prompt_are_different_voices(tmp_path):

@@ -35,7 +35,7 @@ from glmtts.engines.embedded.mandarin import BakerMandarinVoice
 from glmtts.engines.embedded.speaker import SpeakerEncoder, check_prompt
 from glmtts.engines.embedded.tflite_rewrite import file_digest
 from glmtts.engines.embedded.voice_match import MatchParams, VoiceProfile, apply_match, fit_match
-from glmtts.files import atomic_output
+from glmtts.files import atomic_output, made_once
 from glmtts.types import CancelToken, PromptVoice, Segment, SegmentAudio, SynthesisOptions, TextRun, WordTime
 
 _LOGGER = logging.getLogger(__name__)
@@ -138,22 +138,22 @@ class EmbeddedEngine(Engine):
         self.mandarin.load(device)
         self.encoder.load(device)
         path = self.cache_dir / f"embedded-references-{self._reference_key()}.npz"
-        try:
-            self._references = _read_references(path)
-            return
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
-            pass  # not cached yet, or damaged: measured again and written
+        self._references = made_once(path, lambda: _read_references(path), lambda: self._measure_references(path))
+
+    def _measure_references(self, path: Path) -> dict[str, tuple[np.ndarray, int, VoiceProfile]]:
+        """The built-in voices' own profiles, measured on reference sentences, and kept at `path`."""
         samples = {
             "en": (self.english.text_to_audio(ENGLISH_REFERENCE, seed=REFERENCE_SEED), self.english.sample_rate),
             "zh": (self.mandarin.phonemes_to_audio(MANDARIN_REFERENCE), self.mandarin.sample_rate),
         }
-        self._references = {
+        references = {
             lang: (audio, rate, VoiceProfile.from_audio(audio, rate, self.encoder)) for lang, (audio, rate) in samples.items()
         }
         try:
-            _write_references(self._references, path)
+            _write_references(references, path)
         except OSError as error:
             _LOGGER.warning("Reference profiles not cached (%s)", error)
+        return references
 
     def _reference_key(self) -> str:
         """A hash of what the reference profiles depend on: model files, this code, library versions."""
@@ -263,7 +263,15 @@ def _write_references(references: dict[str, tuple[np.ndarray, int, VoiceProfile]
         np.savez(out, **arrays)
 
 
-def _read_references(path: Path) -> dict[str, tuple[np.ndarray, int, VoiceProfile]]:
+def _read_references(path: Path) -> dict[str, tuple[np.ndarray, int, VoiceProfile]] | None:
+    """The reference profiles kept at `path`; None where they are not kept yet, or damaged."""
+    try:
+        return _parse_references(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None
+
+
+def _parse_references(path: Path) -> dict[str, tuple[np.ndarray, int, VoiceProfile]]:
     references = {}
     with np.load(path, allow_pickle=False) as data:
         for lang in sorted({name.split(".", 1)[0] for name in data.files}):

@@ -28,7 +28,7 @@ from piper.const import BOS, PAD
 from piper.voice import PiperVoice
 
 from glmtts.engines.embedded.onnx_rewrite import DURATIONS, LATENT, NOISE_SHAPE_SUFFIX, noise_distributions, seeded_vits_models
-from glmtts.files import atomic_path
+from glmtts.files import atomic_path, made_once
 from glmtts.types import CancelToken, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def _session(model: bytes | Path, providers: list) -> onnxruntime.InferenceSessi
         return onnxruntime.InferenceSession(model, sess_options=_session_options(), providers=providers)
     provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
     optimized = model.with_name(f"{model.stem}-ort{onnxruntime.__version__}-{provider.removesuffix('ExecutionProvider')}.onnx")
-    if not optimized.is_file():
+
+    def optimize() -> Path:
         try:
             with atomic_path(optimized) as partial:
                 options = _session_options()
@@ -110,8 +111,11 @@ def _session(model: bytes | Path, providers: list) -> onnxruntime.InferenceSessi
                 onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
         except Exception as error:  # only a cache: a graph that cannot load fails below, with its own error
             _LOGGER.warning("onnxruntime's optimized graph could not be cached at %s: %s", optimized, error)
-            optimized = model
-    return onnxruntime.InferenceSession(str(optimized), sess_options=_session_options(), providers=providers)
+            return model
+        return optimized
+
+    graph = made_once(optimized, lambda: optimized if optimized.is_file() else None, optimize)
+    return onnxruntime.InferenceSession(str(graph), sess_options=_session_options(), providers=providers)
 
 
 def _shrink_options(session: onnxruntime.InferenceSession) -> onnxruntime.RunOptions:

@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from glmtts.engines.embedded.tflite_rewrite import file_digest
-from glmtts.files import atomic_output
+from glmtts.files import atomic_output, made_once
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -277,20 +277,25 @@ def seeded_vits_models(source: Path, cache_dir: Path | None) -> tuple[bytes | Pa
     The names carry the source's content hash and `REWRITE_VERSION`, so a changed source or
     rewrite gets new files; readers never see a partial file.
     """
-    if cache_dir is not None:
-        stem = f"{source.stem}-{file_digest(source)[:_HASH_CHARS]}-{REWRITE_VERSION}"
-        targets = (cache_dir / f"{stem}-front.onnx", cache_dir / f"{stem}-vocoder.onnx")
-        if all(t.is_file() for t in targets):
-            return targets
-    front, vocoder = split_seeded(onnx.load(str(source)))
-    parts = (front.SerializeToString(), vocoder.SerializeToString())
     if cache_dir is None:
-        return parts
-    try:
-        for data, target in zip(parts, targets, strict=True):
-            _write_atomically(data, target)
-    except OSError as error:
-        _LOGGER.warning("the seeded, split copy of %s not cached (%s); kept in memory", source.name, error)
-        return parts
-    _LOGGER.info("wrote the seeded, split copy of %s to %s", source.name, cache_dir)
-    return targets
+        return _split_parts(source)
+    stem = f"{source.stem}-{file_digest(source)[:_HASH_CHARS]}-{REWRITE_VERSION}"
+    targets = (cache_dir / f"{stem}-front.onnx", cache_dir / f"{stem}-vocoder.onnx")
+
+    def make() -> tuple[bytes | Path, bytes | Path]:
+        parts = _split_parts(source)
+        try:
+            for data, target in zip(parts, targets, strict=True):
+                _write_atomically(data, target)
+        except OSError as error:
+            _LOGGER.warning("the seeded, split copy of %s not cached (%s); kept in memory", source.name, error)
+            return parts
+        _LOGGER.info("wrote the seeded, split copy of %s to %s", source.name, cache_dir)
+        return targets
+
+    return made_once(targets[0], lambda: targets if all(t.is_file() for t in targets) else None, make)
+
+
+def _split_parts(source: Path) -> tuple[bytes, bytes]:
+    front, vocoder = split_seeded(onnx.load(str(source)))
+    return front.SerializeToString(), vocoder.SerializeToString()

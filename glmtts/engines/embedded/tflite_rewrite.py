@@ -21,7 +21,7 @@ from pathlib import Path
 import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
-from glmtts.files import atomic_output
+from glmtts.files import atomic_output, made_once
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -163,14 +163,16 @@ def cached_builtin_model(source: Path, cache_dir: Path) -> Path | bytes:
     written to a temporary name and renamed, so readers never see a partial model.
     """
     target = cache_dir / f"{source.stem}-{file_digest(source)[:_HASH_CHARS]}-builtin.tflite"
-    if target.is_file():
+
+    def make() -> Path | bytes:
+        rewritten = strip_dropout(source.read_bytes())
+        try:
+            with atomic_output(target) as out:
+                out.write(rewritten)
+        except OSError as error:
+            _LOGGER.warning("builtin-only copy of %s not cached (%s); kept in memory", source.name, error)
+            return rewritten
+        _LOGGER.info("wrote builtin-only copy of %s to %s", source.name, target)
         return target
-    rewritten = strip_dropout(source.read_bytes())
-    try:
-        with atomic_output(target) as out:
-            out.write(rewritten)
-    except OSError as error:
-        _LOGGER.warning("builtin-only copy of %s not cached (%s); kept in memory", source.name, error)
-        return rewritten
-    _LOGGER.info("wrote builtin-only copy of %s to %s", source.name, target)
-    return target
+
+    return made_once(target, lambda: target if target.is_file() else None, make)
