@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from glmtts.ui.i18n import label
+from glmtts.ui.i18n import DEFAULT_LANGUAGE, label, language_of, page_text
 from glmtts.voices import PROMPT_EXTENSIONS
 
 
@@ -47,20 +47,30 @@ def shipped_voices(prompt_dir: Path) -> list[str]:
     return sorted(path.stem for path in prompt_dir.iterdir() if path.is_file() and path.suffix.lower() in PROMPT_EXTENSIONS)
 
 
-def add_examples(examples: list[Example], inputs: list, prompt_dir: Path, elem_id: str) -> None:
+def add_examples(examples: list[Example], inputs: list, prompt_dir: Path, elem_id: str, demo: gr.Blocks) -> None:
     """A table of `examples` under the form: a row gives `inputs` (text, voice[, phonemes]) its values.
 
-    The page is built while the voices load: an example is offered when its prompt file is in `prompt_dir`."""
+    The page is built while the voices load: an example is offered when its prompt file is in `prompt_dir`.
+    The columns are headed by the inputs' labels in the page's language (Gradio translates a table's
+    headers in no language, so the server writes them when the page loads)."""
     shipped = shipped_voices(prompt_dir)
     rows = [[example.text, example.voice, example.phonemes][: len(inputs)] for example in examples if example.voice in shipped]
-    if rows:
-        gr.Examples(
-            rows,
-            inputs,
-            label=label("form.examples"),
-            cache_examples=False,
-            run_on_click=False,
-            api_name=elem_id.replace("-", "_"),
-            api_visibility="private",
-            elem_id=elem_id,
-        )
+    if not rows:
+        return
+    table = gr.Examples(
+        rows,
+        inputs,
+        label=label("form.examples"),
+        cache_examples=False,
+        run_on_click=False,
+        api_name=elem_id.replace("-", "_"),
+        api_visibility="private",
+        elem_id=elem_id,
+    ).dataset
+    header_keys = [component.label.key for component in inputs]
+    table.headers = [page_text(key, DEFAULT_LANGUAGE) for key in header_keys]
+
+    def headers(request: gr.Request) -> gr.Dataset:
+        return gr.Dataset(headers=[page_text(key, language_of(request)) for key in header_keys])
+
+    demo.load(headers, None, table, api_visibility="private")

@@ -64,7 +64,7 @@ def build_phoneme_tab(ctx: PageContext, demo: gr.Blocks) -> None:
     text = gr.Textbox(label=label("phoneme.text"), lines=3, elem_id="phoneme-text")
     to_sequence = gr.Button(label("phoneme.to_sequence"))
     sequence = gr.Textbox(label=label("phoneme.sequence"), lines=5, elem_id="phoneme-sequence")
-    add_examples(PHONEME_EXAMPLES, [text, voice, sequence], ctx.service.voices.builtin_dir, "phoneme-examples")
+    add_examples(PHONEME_EXAMPLES, [text, voice, sequence], ctx.service.voices.builtin_dir, "phoneme-examples", demo)
     options = ctx.option_inputs()
     generate = gr.Button(label("phoneme.generate"), variant="primary")
     live = live_player("phoneme-live")

@@ -127,7 +127,7 @@ def make_synthesize(ctx: PageContext, live: gr.Audio | None, output: gr.Audio, t
 def build_single_tab(ctx: PageContext, demo: gr.Blocks) -> None:
     upload, voice, prompt_text = ctx.voice_inputs("single")
     text = gr.Textbox(label=label("single.text"), lines=4, elem_id="single-text", placeholder="你好，世界! Hello world.")
-    add_examples(SINGLE_EXAMPLES, [text, voice], ctx.service.voices.builtin_dir, "single-examples")
+    add_examples(SINGLE_EXAMPLES, [text, voice], ctx.service.voices.builtin_dir, "single-examples", demo)
     options = ctx.option_inputs()
     use_phoneme = gr.Checkbox(False, label=label("single.use_phoneme"))
     with gr.Row():
