@@ -42,6 +42,9 @@ _LOGGER = logging.getLogger(__name__)
 
 HISTORY_PERIOD_S = 5.0
 HISTORY_POINTS = 120  # ten minutes of memory and queue readings for the System tab
+# Status phrases the page translates (glmtts.ui.i18n).
+NO_CHECKPOINT = "no GLM-TTS checkpoint configured (set GLMTTS_CKPT)"
+LOCAL_DISK = "local disk"
 
 
 class Service:
@@ -170,7 +173,7 @@ class Service:
             "syntheses_active": self.pipeline.active,
             "batch_items_pending": self._shared_read(self.jobs.pending_items),
             "replica": self.settings.replica,
-            "shared_state": "redis" if self.shared is not None else "local disk",
+            "shared_state": "redis" if self.shared is not None else LOCAL_DISK,
             "builtin_voices": self._shared_read(lambda: [info.id for info in self.voices.describe() if info.builtin], []),
         }
 
@@ -227,7 +230,7 @@ def build_service(settings: Settings, frontend: FrontendProcess | None = None) -
             engine = GLMTTSEngine(settings.ckpt, settings.dtype, settings.max_batch, settings.decode, capture=settings.capture)
             return Service(settings, engine, f"checkpoint {settings.ckpt}", frontend)
     else:
-        reason = "no GLM-TTS checkpoint configured (set GLMTTS_CKPT)"
+        reason = NO_CHECKPOINT
     from glmtts.engines.embedded import EmbeddedEngine
 
     return Service(settings, EmbeddedEngine(settings.cache_dir), reason, frontend)

@@ -12,7 +12,7 @@ import gradio as gr
 
 from glmtts.service import Service
 from glmtts.ui.batch import build_batch_tab
-from glmtts.ui.i18n import PAGE_I18N, add_language_switch, label, language_of, page_text
+from glmtts.ui.i18n import PAGE_I18N, add_language_switch, label, language_of, page_text, server_phrase
 from glmtts.ui.phoneme import build_phoneme_tab
 from glmtts.ui.single import build_single_tab
 from glmtts.ui.system import build_system_tab
@@ -37,8 +37,9 @@ def build_ui(service: Service) -> gr.Blocks:
     ]
 
     def engine_line(page: gr.Request) -> str:
-        engine, device, reason = service.engine.name, service.device, service.engine_reason
-        return page_text("page.engine", language_of(page), engine=engine, device=device, reason=reason)
+        language = language_of(page)
+        reason = server_phrase(service.engine_reason, language)
+        return page_text("page.engine", language, engine=service.engine.name, device=service.device, reason=reason)
 
     with gr.Blocks(title="GLM-TTS warm WebUI") as demo:
         with gr.Row(equal_height=True):

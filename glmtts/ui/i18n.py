@@ -20,6 +20,8 @@ from string import Formatter
 import gradio as gr
 from gradio.i18n import I18nData
 
+from glmtts.service import LOCAL_DISK, NO_CHECKPOINT
+
 LANGUAGES = ("en", "zh")
 DEFAULT_LANGUAGE = "en"
 LANGUAGE_COOKIE = "glmtts_lang"
@@ -323,6 +325,9 @@ TEXTS: dict[str, dict[str, str]] = {
     "system.field.saved_voices": {"en": "Saved voices", "zh": "已保存音色"},
     "system.field.cached_voices": {"en": "Analysed voices in memory", "zh": "内存中已分析的音色"},
     "system.field.voices": {"en": "Embedded voice models", "zh": "内置语音模型"},
+    # Fixed phrases of the server's status, in English for the API: the page shows them in its language.
+    "server.no_checkpoint": {"en": NO_CHECKPOINT, "zh": "未配置 GLM-TTS 检查点（可设置 GLMTTS_CKPT）"},
+    "server.local_disk": {"en": LOCAL_DISK, "zh": "本地磁盘"},
 }
 
 
@@ -335,6 +340,15 @@ def page_text(key: str, language: str, **values: object) -> str:
     """The page's words for `key` in `language` (English for a language the table lacks)."""
     texts = TEXTS[key]
     return texts.get(language, texts[DEFAULT_LANGUAGE]).format(**values)
+
+
+def server_phrase(text: str, language: str) -> str:
+    """A fixed phrase of the server's status (written in English) in `language`; any other text as it is."""
+    key = _SERVER_PHRASES.get(text)
+    return text if key is None else page_text(key, language)
+
+
+_SERVER_PHRASES = {texts[DEFAULT_LANGUAGE]: key for key, texts in TEXTS.items() if key.startswith("server.")}
 
 
 def label(key: str) -> I18nData:

@@ -12,7 +12,7 @@ from datetime import datetime
 import gradio as gr
 import pandas as pd
 
-from glmtts.ui.i18n import label, language_of, page_text
+from glmtts.ui.i18n import label, language_of, page_text, server_phrase
 from glmtts.ui.widgets import PRIVATE, PageContext
 
 STATUS_COLUMN_KEYS, CLEARED_COLUMN_KEYS = ["group", "what", "value"], ["what", "before", "after"]
@@ -115,7 +115,7 @@ def format_value(value: object, unit: str, language: str = "en") -> str:
         return ", ".join(map(str, value)) or page_text("system.none", language)
     if isinstance(value, dict):
         return "; ".join(f"{key}: {format_value(item, '', language)}" for key, item in value.items())
-    return str(value)
+    return server_phrase(str(value), language)
 
 
 def field_of(key: str, parent: str | None, language: str = "en") -> Field:

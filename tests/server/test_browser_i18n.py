@@ -21,6 +21,7 @@ def test_a_chinese_browser_gets_the_page_in_chinese(page):
     expect(page.locator("#single-text")).to_contain_text("要合成的文本")
     expect(page.locator("#single-generate")).to_have_text("生成")
     expect(page.locator("#page-engine")).to_contain_text("引擎", timeout=UI_TIMEOUT_MS)  # written by the server
+    expect(page.locator("#page-engine")).to_contain_text("未配置 GLM-TTS 检查点")  # and its status phrases
     expect(page.locator("#language-switch input[value=zh]")).to_be_checked(timeout=UI_TIMEOUT_MS)
 
 

@@ -11,6 +11,7 @@ import pytest
 from gradio.i18n import I18nData
 from gradio.routes import Request
 
+from glmtts.service import LOCAL_DISK, NO_CHECKPOINT
 from glmtts.types import AudioChunk, Segment
 from glmtts.ui.batch import job_summary
 from glmtts.ui.i18n import LANGUAGES, PAGE_I18N, TEXTS, label, language_of, page_text, placeholders
@@ -19,7 +20,7 @@ from glmtts.ui.system import status_rows
 
 UI_DIR = Path(__file__).resolve().parents[2] / "glmtts" / "ui"
 # Keys the code builds from data (a status key, a job state, a column name) rather than names literally.
-BUILT_KEYS = re.compile(r"^(system\.(field|group|section|column)|batch\.(state|column)|voices\.(column|language))\.")
+BUILT_KEYS = re.compile(r"^(system\.(field|group|section|column)|batch\.(state|column)|voices\.(column|language)|server)\.")
 
 
 @pytest.mark.parametrize("key", sorted(TEXTS))
@@ -143,10 +144,14 @@ def test_a_jobs_summary_in_both_languages(fields, english, chinese):
 
 
 def test_the_system_status_in_chinese():
-    table = status_rows({"ready": True, "timings": {"engine_load_s": 2.5, "tokenizer_load_s": 1.0}, "new_key": []}, "zh")
+    status = {"ready": True, "engine_reason": NO_CHECKPOINT, "shared_state": LOCAL_DISK, "replica": "vm:7860"}
+    table = status_rows({**status, "timings": {"engine_load_s": 2.5, "tokenizer_load_s": 1.0}, "new_key": []}, "zh")
     assert list(table.columns) == ["分组", "项目", "数值"]
     assert table.values.tolist() == [
         ["引擎", "就绪", "是"],
+        ["引擎", "选用此引擎的原因", "未配置 GLM-TTS 检查点（可设置 GLMTTS_CKPT）"],  # the server's fixed phrases
+        ["引擎", "副本", "vm:7860"],  # other text as it is
+        ["引擎", "共享状态", "本地磁盘"],
         ["耗时", "引擎加载", "2.5 s"],
         ["耗时", "Tokenizer load", "1.0 s"],  # a key the page does not know keeps its name from the key
         ["其他", "New key", "无"],
