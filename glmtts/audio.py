@@ -6,6 +6,7 @@ file, and kept at its own sample rate; each consumer resamples from the original
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -63,6 +64,24 @@ def read_prompt(source: str | Path | bytes, max_seconds: float = PROMPT_MAX_SECO
     if float(np.sqrt(np.mean(audio**2))) < SILENCE_RMS:
         raise SynthesisError(f"The prompt audio is silent (in its first {max_seconds:.0f} s, which is what is used).")
     return audio, rate
+
+
+def prompt_seconds(path: Path) -> float:
+    """How much of a prompt file is used (up to PROMPT_MAX_SECONDS), from its header; 0.0 where that
+    cannot tell (a missing file, a format libsndfile lacks). Read again only when the file changes."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0.0
+    return _header_seconds(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _header_seconds(path: str, size: int, mtime_ns: int) -> float:
+    try:
+        return round(min(sf.info(path).duration, PROMPT_MAX_SECONDS), 3)
+    except (OSError, RuntimeError):  # gone since, or not a format libsndfile reads
+        return 0.0
 
 
 def _read_soundfile(opened: str | io.BytesIO, max_seconds: float) -> tuple[np.ndarray, int]:

@@ -40,7 +40,7 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from glmtts.audio import content_key, read_prompt
+from glmtts.audio import content_key, prompt_seconds, read_prompt
 from glmtts.engine import Engine
 from glmtts.feature_codec import UNREADABLE, FeatureCodecError, arrays_to_features, load_features, save_features
 from glmtts.files import MadeElsewhere, atomic_output, made_once, storage_error, storage_writes, write_json
@@ -455,7 +455,9 @@ class VoiceLibrary:
 
     def _builtin_info(self, name: str) -> VoiceInfo:
         path = self._builtin[name]
-        return VoiceInfo(name, name, _transcript(path), "", 0.0, self.engine.name, self.engine.analysis_version, STORED, True)
+        return VoiceInfo(
+            name, name, _transcript(path), "", prompt_seconds(path), self.engine.name, self.engine.analysis_version, STORED, True
+        )
 
     def resolve(
         self, prompt: str | Path | bytes | None = None, prompt_text: str = "", priority: int = INTERACTIVE

@@ -613,3 +613,11 @@ def test_a_builtin_file_is_decoded_once_until_it_changes(tmp_path, monkeypatch):
     for n in range(300):  # transcripts a request may give: the remembered keys stay bounded
         library.resolve("libri_367", f"transcript {n}")
     assert len(library._file_keys) <= 256
+
+
+def test_a_builtin_voice_lists_the_length_of_its_prompt(tmp_path):
+    library = make_library(tmp_path)
+    listed = library.get("libri_367").duration_s
+    audio, rate = read_prompt(PROMPT)
+    assert listed == pytest.approx(len(audio) / rate, abs=1e-3) and listed > 3
+    assert library.resolve("libri_367").duration_s == pytest.approx(listed, abs=1e-3)  # as the analysis says
