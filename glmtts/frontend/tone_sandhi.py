@@ -5,9 +5,9 @@ that voice was trained on labels tones as spoken: 卡尔普 ka2 er2 pu3, 老虎 
 GLM-TTS reads in phoneme mode (upstream feeds dictionary tones and lets the model apply sandhi).
 
 - 一: yī alone, at the end of a word or number, among digits, as an ordinal (第一, 一月, 一号, 一楼,
-  星期一); neutral between a reduplicated verb (看一看); yí before a fourth tone; yì before the others.
-- 不: neutral between A and A (去不去) and inside a three-character potential complement (对不起);
-  bú before a fourth tone; bù elsewhere.
+  星期一); neutral between a reduplicated verb (看一看, not 一步一步); yí before a fourth tone; yì before the others.
+- 不: neutral between A and A (去不去, not 不对不对) and inside a three-character potential complement
+  (对不起); bú before a fourth tone; bù elsewhere.
 - Third tone: syllables are grouped into prosodic words of at most three syllables (jieba words;
   a one-syllable word leans on its neighbour: particles and object pronouns to the left, adverbs and
   subjects to the right), and inside each a third tone before a third tone rises (展览馆 zhán lán
@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from glmtts.frontend.zh_rules import KINSHIP, VERBS
+from glmtts.frontend.zh_rules import KINSHIP
 
 MAX_PROSODIC_WORD = 3
 _DIGITS = frozenset("零〇一二三四五六七八九")
@@ -96,8 +96,8 @@ def _yi(spoken: list[Syllable], index: int, words: list[str], lexical: list[int]
         tone = 1  # an ordinal, or a digit of a number (十一, 一九九九, 一百零一)
     elif after in _ORDINAL_AFTER_YI or (after == "日" and before == "月") or after + _char(spoken, index + 2) == "年级":
         tone = 1  # 一月, 一号, 一楼, 三月一日, 一年级
-    elif before and before == after and before in VERBS:
-        tone = 5  # 看一看
+    elif before and before == after and _char(spoken, index - 2) != "一":
+        tone = 5  # 看一看, 调一调; not a count said twice (一步一步)
     elif len(word) > 1 and word.endswith("一") and spoken[index].word != spoken[index + 1].word:
         tone = 1  # 统一, 唯一, 万一 at the end of their word
     else:
@@ -110,8 +110,8 @@ def _yi(spoken: list[Syllable], index: int, words: list[str], lexical: list[int]
 def _bu(spoken: list[Syllable], index: int, words: list[str], lexical: list[int]) -> None:
     before, after = _char(spoken, index - 1), _char(spoken, index + 1)
     word = words[spoken[index].word]
-    if before and before == after:
-        tone = 5  # 去不去, 好不好
+    if before and before == after and _char(spoken, index - 2) != "不":
+        tone = 5  # 去不去, 好不好; not a denial said twice (不对不对)
     elif len(word) == 3 and word[1] == "不":
         tone = 5  # 对不起, 来不及, 看不懂
     elif index + 1 < len(spoken) and 4 in (lexical[index + 1], _neutral_citation(spoken[index + 1])):

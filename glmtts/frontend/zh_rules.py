@@ -130,6 +130,8 @@ def _huan(c: Context) -> str | None:  # 还: huán (give back) vs hái (still)
         return "huan2"  # 要还回去
     if not after and c.word(-1):  # at the end of a clause: 按时还
         return "huan2"
+    if after == "了" and not after2.startswith("得"):  # 他还了我钱 (but 还了得: how outrageous)
+        return "huan2"
     if after in PRONOUNS and (not after2 or after2[:1] in "钱书东一个的"):
         return "huan2"
     return None
