@@ -51,8 +51,8 @@ def add_examples(examples: list[Example], inputs: list, prompt_dir: Path, elem_i
     """A table of `examples` under the form: a row gives `inputs` (text, voice[, phonemes]) its values.
 
     The page is built while the voices load: an example is offered when its prompt file is in `prompt_dir`.
-    The columns are headed by the inputs' labels in the page's language (Gradio translates a table's
-    headers in no language, so the server writes them when the page loads)."""
+    Its column headers are in the page's language: Gradio translates no table header, so the server
+    writes them when the page loads."""
     shipped = shipped_voices(prompt_dir)
     rows = [[example.text, example.voice, example.phonemes][: len(inputs)] for example in examples if example.voice in shipped]
     if not rows:
@@ -67,7 +67,7 @@ def add_examples(examples: list[Example], inputs: list, prompt_dir: Path, elem_i
         api_visibility="private",
         elem_id=elem_id,
     ).dataset
-    header_keys = [component.label.key for component in inputs]
+    header_keys = [f"examples.column.{column}" for column in ("text", "voice", "phonemes")][: len(inputs)]
     table.headers = [page_text(key, DEFAULT_LANGUAGE) for key in header_keys]
 
     def headers(request: gr.Request) -> gr.Dataset:

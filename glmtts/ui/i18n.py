@@ -59,6 +59,9 @@ TEXTS: dict[str, dict[str, str]] = {
     "form.live": {"en": "Live (plays as each sentence finishes)", "zh": "实时播放（每句合成完即播放）"},
     "form.output": {"en": "Output (whole file)", "zh": "输出（完整文件）"},
     "form.examples": {"en": "Examples (a click fills the form)", "zh": "示例（点击即填入表单）"},
+    "examples.column.text": {"en": "Text", "zh": "文本"},
+    "examples.column.voice": {"en": "Voice", "zh": "音色"},
+    "examples.column.phonemes": {"en": "Phoneme sequence", "zh": "音素序列"},
     "form.warming_up": {
         "en": "The model is still warming up; try again in a few seconds.",
         "zh": "模型仍在预热，请几秒后再试。",
@@ -326,7 +329,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "system.field.cached_voices": {"en": "Analysed voices in memory", "zh": "内存中已分析的音色"},
     "system.field.voices": {"en": "Embedded voice models", "zh": "内置语音模型"},
     # Fixed phrases of the server's status, in English for the API: the page shows them in its language.
-    "server.no_checkpoint": {"en": NO_CHECKPOINT, "zh": "未配置 GLM-TTS 检查点（可设置 GLMTTS_CKPT）"},
+    "server.no_checkpoint": {"en": NO_CHECKPOINT, "zh": "未配置 GLM-TTS 检查点，可用 GLMTTS_CKPT 设置"},
     "server.local_disk": {"en": LOCAL_DISK, "zh": "本地磁盘"},
 }
 

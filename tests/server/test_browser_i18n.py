@@ -56,7 +56,7 @@ SEEN_TEXT_JS = """() => [document.body.innerText, ...[...document.querySelectorA
     element => ["placeholder", "title", "aria-label", "alt"].map(name => element.getAttribute(name) || ""))].join("\\n")"""
 
 
-@pytest.mark.parametrize("switch, examples_header", [("中文", "要合成的文本"), ("English", "Text to speak")], ids=["zh", "en"])
+@pytest.mark.parametrize("switch, examples_header", [("中文", "音色"), ("English", "Voice")], ids=["zh", "en"])
 def test_every_tab_shows_translated_words_only(page, switch, examples_header):
     page.locator("#language-switch").get_by_text(switch).click()  # reloads the page when it changes the language
     expect(page.locator("#single-examples thead")).to_contain_text(examples_header, timeout=UI_TIMEOUT_MS)

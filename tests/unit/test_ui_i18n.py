@@ -20,7 +20,9 @@ from glmtts.ui.system import status_rows
 
 UI_DIR = Path(__file__).resolve().parents[2] / "glmtts" / "ui"
 # Keys the code builds from data (a status key, a job state, a column name) rather than names literally.
-BUILT_KEYS = re.compile(r"^(system\.(field|group|section|column)|batch\.(state|column)|voices\.(column|language)|server)\.")
+BUILT_KEYS = re.compile(
+    r"^(system\.(field|group|section|column)|batch\.(state|column)|voices\.(column|language)|examples\.column|server)\."
+)
 
 
 @pytest.mark.parametrize("key", sorted(TEXTS))
@@ -149,7 +151,7 @@ def test_the_system_status_in_chinese():
     assert list(table.columns) == ["分组", "项目", "数值"]
     assert table.values.tolist() == [
         ["引擎", "就绪", "是"],
-        ["引擎", "选用此引擎的原因", "未配置 GLM-TTS 检查点（可设置 GLMTTS_CKPT）"],  # the server's fixed phrases
+        ["引擎", "选用此引擎的原因", "未配置 GLM-TTS 检查点，可用 GLMTTS_CKPT 设置"],  # the server's fixed phrases
         ["引擎", "副本", "vm:7860"],  # other text as it is
         ["引擎", "共享状态", "本地磁盘"],
         ["耗时", "引擎加载", "2.5 s"],
