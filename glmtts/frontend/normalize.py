@@ -36,7 +36,10 @@ _MARKDOWN_RULES: tuple[tuple[re.Pattern, str | Callable[[re.Match], str]], ...] 
     (re.compile(r"```[\w+-]*"), "\n"),
     (re.compile(r"!\[([^\[\]\n]*)\]\(" + _LINK_TARGET + r"\)"), r"\1"),
     (re.compile(r"\[([^\[\]\n]+)\]\(" + _LINK_TARGET + r"\)"), r"\1"),
-    (re.compile(r"(?:https?://|www\.)[^\s\ue000\ue001\u3000-\u303f\uff00-\uffef" + CJK_RANGES + r"]+"), ""),
+    (
+        re.compile(r"(?:https?://|www\.)[^\s\ue000\ue001\u3000-\u303f\uff00-\uffef" + CJK_RANGES + r"]+"),
+        lambda link: _site(link[0]),
+    ),
     (re.compile(r"</?[A-Za-z][^<>\n\ue000\ue001]*>"), ""),
     (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE), ""),
     (re.compile(r"^[ \t]*>+[ \t]?", re.MULTILINE), ""),
@@ -48,6 +51,15 @@ _MARKDOWN_RULES: tuple[tuple[re.Pattern, str | Callable[[re.Match], str]], ...] 
     (re.compile(r"\*\*|__|~~|`"), ""),
     (re.compile(r"(?<![\w*])[*_](?=\S)|(?<=\S)[*_](?![\w*])"), ""),
 )
+# Names with dots, said with "dot": a site (example dot com; its path is left out, as a link's is) and a
+# file or library name (app dot py, Node dot js: a lower-case letter after the dot, so a missing space
+# after a sentence's end stays a sentence end).
+_SITE_RE = re.compile(
+    r"(?<![A-Za-z0-9_@.-])((?:[a-z0-9-]+\.)+(?:com|org|net|edu|gov|io|ai|dev|app|co|cn|uk|info))"
+    r"(?![A-Za-z0-9_@-]|\.[A-Za-z0-9])(?:/[A-Za-z0-9_./?=&%#~+-]*)?",
+    re.IGNORECASE,
+)
+_NAME_DOT_RE = re.compile(r"(?<=[A-Za-z0-9]{2})(?<![Ee]tc)\.(?=[a-z]{2})")
 _EMOJI_RE = re.compile(
     "[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2190-\u21ff\u2300-\u23ff\u25a0-\u25ff"
     "\ufe0e\ufe0f\u200d\u20e3\U000e0020-\U000e007f\u2122\u00a9\u00ae]"
@@ -62,12 +74,19 @@ _LINE_END = set(".!?;:,。！？；：，…")
 _SPACES_RE = re.compile(r"[ \t\u00a0]+")
 
 
+def _site(link: str) -> str:
+    """A bare link is read as its site: https://user@www.example.com:8080/docs -> "example.com"."""
+    host = re.split(r"[/?#]", link.split("://", 1)[-1], maxsplit=1)[0]
+    return host.rsplit("@", 1)[-1].split(":", 1)[0].removeprefix("www.").removeprefix("WWW.")
+
+
 def clean_text(text: str) -> str:
     """Strip markdown, emoji, control characters, quotes and brackets; full-width -> half-width;
     every non-empty line gets a sentence end; lines are joined into one string."""
     text = _CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     for pattern, replacement in _MARKDOWN_RULES:
         text = pattern.sub(replacement, text)
+    text = _NAME_DOT_RE.sub(" dot ", _SITE_RE.sub(lambda site: site[1].replace(".", " dot "), text))
     text = _EMOJI_RE.sub("", text).translate(_FULL_WIDTH)
     text = text.replace("’", "'").replace("‘", "'")
     text = _QUOTES_RE.sub("", text)

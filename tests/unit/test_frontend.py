@@ -103,6 +103,25 @@ def test_number_words():
     assert year(1905) == "nineteen oh five" and year(2024) == "twenty twenty four" and year(1900) == "nineteen hundred"
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Visit https://www.example.com/docs?page=2 today.", "Visit example dot com today."),  # a link: its site
+        ("See docs.python.org/3/library for more.", "See docs dot python dot org for more."),
+        (
+            "Mail john.doe@example.com or http://user@shop.example.co.uk:8080/x.",
+            "Mail john dot doe at example dot com or shop dot example dot co dot uk.",
+        ),
+        ("请访问example.com了解更多。", "请访问example dot com了解更多。"),
+        ("Open app.py, config.json and Node.js.", "Open app dot py, config dot json and Node dot js."),
+        ("I came home.Then I slept, etc.and so on.", "I came home. Then I slept, et cetera. and so on."),  # sentence ends stay
+        ("The U.S. and Ph.D. students at 10 a.m.", "The U. S. and Ph. D. students at ten AM."),
+    ],
+)
+def test_names_with_dots_are_said_with_dot(frontend, text, expected):
+    assert normalized(frontend, text) == expected
+
+
 def test_cleanup_markdown_emoji_full_width(frontend):
     assert normalized(frontend, "# Title\n**Bold** and [a link](http://example.com) 😀") == "Title. Bold and a link."
     assert normalized(frontend, "Ｈｅｌｌｏ　１２３") == "Hello one hundred twenty three."

@@ -51,6 +51,8 @@ PATHOLOGICAL = {
     "spaces and a dot": lambda length: " " * (length - 2) + "a.",
     "markdown openers": _repeated("![a]("),
     "spaces in [[...]]": lambda length: "[[" + " " * (length - 5) + "x]]",
+    "one long dotted name": lambda length: "a." * (length // 2 - 2) + "com",
+    "sites and files": _repeated("see www.a.com/x and b.py "),
 }
 
 
