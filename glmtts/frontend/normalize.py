@@ -223,6 +223,16 @@ _EN_ABBREVIATIONS = (
     (re.compile(r"\betc\.", re.IGNORECASE), "et cetera."),
     (re.compile(r"\bvs\.?(?=\s)", re.IGNORECASE), "versus"),
     (re.compile(r"\bNo\.\s?(?=\d)"), "number "),
+    (re.compile(r"\b(Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\.(?=\s*\d)"), r"\1"),  # Jan. 3 reads as Jan 3, a date
+    (re.compile(r"\b([A-Z][a-z]+) St\.(?!\s*[A-Z])"), r"\1 Street"),  # Baker St. (St. Louis: Saint)
+    (re.compile(r"\bSt\.(?=\s*[A-Z])"), "Saint"),
+    (re.compile(r"\bMt\.(?=\s*[A-Z])"), "Mount"),
+    (re.compile(r"\bAve\."), "Avenue"),
+    (re.compile(r"\bBlvd\."), "Boulevard"),
+    (re.compile(r"\bext\.(?=\s*\d)", re.IGNORECASE), "extension"),
+    (re.compile(r"\bapprox\.", re.IGNORECASE), "approximately"),
+    (re.compile(r"\b(?:Fig|fig)\.(?=\s*\d)"), "figure"),
+    (re.compile(r"\b(?:Vol|vol)\.(?=\s*\d)"), "volume"),
 )
 # fmt: off
 _EN_SYMBOLS = {
@@ -244,6 +254,13 @@ _ZH_NUMBER_RE = re.compile(r"\d[\d.,:/%~\-]*")
 # digit by digit (a phone number with its country code, or a long amount, is half as long).
 MAX_NUMBER_CHARS = 32
 _NUMBER_RUN_RE = re.compile(r"\d[\d.,:]*")
+
+
+def _expand_abbreviations(text: str) -> str:
+    """English abbreviations in words, on a whole sentence (a rule may look past a clause's end: St. Louis)."""
+    for pattern, replacement in _EN_ABBREVIATIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _en_symbols(text: str) -> str:
@@ -377,7 +394,7 @@ class TextNormalizer:
         if self.is_chinese(sentence):
             sentence = _spell_long_numbers(sentence, lambda run: "".join(_ZH_DIGITS[int(ch)] for ch in run if ch.isdigit()))
             return self._finish_zh(self._normalize_pieces(sentence, self._normalize_mixed_clause, cancel))
-        sentence = _spell_long_numbers(sentence, lambda run: f" {digits(run)} ")
+        sentence = _spell_long_numbers(_expand_abbreviations(sentence), lambda run: f" {digits(run)} ")
         return self._finish_en(self._normalize_pieces(expand_years(sentence), self._normalize_en_clause, cancel))
 
     def _normalize_pieces(
@@ -396,7 +413,7 @@ class TextNormalizer:
     def _normalize_mixed_clause(self, clause: str, cancel: CancelToken | None) -> str:
         """In a Chinese sentence, a clause of English words (no Han character) is read as English."""
         if _LATIN_RE.search(clause) and not _ZH_RE.search(clause):
-            return self._normalize_en_clause(clause, cancel)
+            return self._normalize_en_clause(_expand_abbreviations(clause), cancel)
         return self._normalize_zh_clause(clause, cancel)
 
     def _normalize_zh_clause(self, clause: str, cancel: CancelToken | None) -> str:
@@ -406,8 +423,6 @@ class TextNormalizer:
         return _zh_postnormalize(clause)
 
     def _normalize_en_clause(self, clause: str, cancel: CancelToken | None) -> str:
-        for pattern, replacement in _EN_ABBREVIATIONS:
-            clause = pattern.sub(replacement, clause)
         clause = expand_numbers(clause)
         if _EN_WETEXT_TRIGGER.search(clause):
             clause = self._wetext_windows(clause, "en", cancel)

@@ -38,7 +38,10 @@ _WEIGHT_EPSILON = 1e-6  # English weights are sums of 0.7s
 # A run of the same class is matched from its start only: retried inside a long run, a pattern
 # would rescan the rest of it at each position.
 _SENTENCE_END_RE = re.compile(r"[。！？；!?;]+|(?<!\.)\.+(?=\s|$)")
-_ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr vs etc no fig inc ltd co mt gen col sgt capt rev".split())
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs etc no fig vol inc ltd co mt gen col sgt capt rev ave blvd ext approx "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
 _WORD_BEFORE_RE = re.compile(f"([{LATIN_LETTERS}]+)$")
 _UNIT_RE = re.compile(f"([{CJK_RANGES}])|([{LATIN_LETTERS}]+(?:'[{LATIN_LETTERS}]+)*'?)|(\\s+)|(.)", re.DOTALL)
 _VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")

@@ -89,6 +89,16 @@ def test_chinese_normalization(frontend, text, expected):
         ("The year 2024 was good, 1969 saw it.", "The year twenty twenty four was good, nineteen sixty nine saw it."),
         ("Page 1999.", "Page one thousand nine hundred ninety nine."),
         ("#1 hit, e.g. now!", "number one hit, for example now."),
+        ("On Jan. 3rd, 2024 we met.", "On the third of january, twenty twenty four we met."),
+        ("It was Dec. 25. Then we left.", "It was the twenty fifth of december. Then we left."),
+        (
+            "He lives on Baker St. now, near St. Louis and Mt. Fuji.",
+            "He lives on Baker Street now, near Saint Louis and Mount Fuji.",
+        ),
+        (
+            "Call ext. 42, see Fig. 3 of Vol. 2, approx. 5 pages.",
+            "Call extension forty two, see figure three of volume two, approximately five pages.",
+        ),
         ("Is it 12,345,678?", "Is it twelve million three hundred forty five thousand six hundred seventy eight?"),
     ],
 )
