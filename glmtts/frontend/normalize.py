@@ -124,6 +124,11 @@ _ZH_MONEY_RE = re.compile(
     rf"|(?<!\d)(?P<num2>\d+)\.(?P<frac>\d{{1,2}})(?P<yuan>元|块)"
 )
 _ZH_PHONE_RE = re.compile(r"(?<![\d.])(?:\+\d{1,3}[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)|(?<![\d.])0\d{2,3}-\d{7,8}(?!\d)")
+# A count of two is 两 before a measure word; wetext says 二 before these (二次, 二点, 二公斤), and 两
+# for the day of a date (二月两日). So a lone 2 before them is written 两 (not in 2次方, 2次元, 2年级,
+# 第2), and a day after 月 二.
+_ZH_LIANG_RE = re.compile(r"(?<![\d.第])2(?=倍|次(?![方元])|遍|年(?!级)|星期|份|句|点|成|门|台|部|间|种|样|美元|公斤|英里)")
+_ZH_DAY_TWO_RE = re.compile(r"(?<=月)2(?=[日号])")
 _ZH_UNIT_POWERS = (("km²", "平方公里"), ("m²", "平方米"), ("cm²", "平方厘米"), ("m³", "立方米"), ("cm³", "立方厘米"))
 
 
@@ -203,6 +208,7 @@ def _zh_phone(match: re.Match) -> str:
 def _zh_prenormalize(text: str) -> str:
     text = _ZH_MONEY_RE.sub(_zh_money, text)
     text = _ZH_PHONE_RE.sub(_zh_phone, text)
+    text = _ZH_DAY_TWO_RE.sub("二", _ZH_LIANG_RE.sub("两", text))
     text = re.sub(f"(?<=[{LATIN_LETTERS}])-(?=\\d)", " ", text)
     text = re.sub(r"(?<=\d)\s*\*\s*(?=\d)", "×", text)
     for unit, spoken in _ZH_UNIT_POWERS:
