@@ -223,6 +223,15 @@ def _zh_postnormalize(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ English
+_TIME_UNITS = {"min": "minute", "hr": "hour", "sec": "second"}
+
+
+def _time_unit(match: re.Match) -> str:
+    """ "5 mins" -> "5 minutes", "1 hr" -> "1 hour" (wetext leaves these abbreviations as they are)."""
+    count, unit = match.group(1), _TIME_UNITS[match.group(2).lower()]
+    return f"{count} {unit}" + ("" if count == "1" else "s")
+
+
 _EN_ABBREVIATIONS = (
     (re.compile(r"\be\.g\.", re.IGNORECASE), "for example"),
     (re.compile(r"\bi\.e\.", re.IGNORECASE), "that is"),
@@ -239,6 +248,14 @@ _EN_ABBREVIATIONS = (
     (re.compile(r"\bapprox\.", re.IGNORECASE), "approximately"),
     (re.compile(r"\b(?:Fig|fig)\.(?=\s*\d)"), "figure"),
     (re.compile(r"\b(?:Vol|vol)\.(?=\s*\d)"), "volume"),
+    (re.compile(r"\bw/o\b", re.IGNORECASE), "without"),
+    (re.compile(r"\bw/(?=\s)", re.IGNORECASE), "with"),
+    (re.compile(r"\b24/7\b"), "twenty four seven"),
+    (re.compile(r"\b([CF])#"), r"\1 sharp"),
+    (re.compile(r"(?<![\w.])\.NET\b"), "dot NET"),
+    (re.compile(r"(?<![\w#&])#(?=[A-Za-z])"), "hashtag "),
+    (re.compile(r"\b(\d+)(st|nd|rd|th)-(?=[A-Za-z])", re.IGNORECASE), r"\1\2 "),  # 3rd-party: third party
+    (re.compile(r"\b(\d+)\s?(min|hr|sec)s?\b", re.IGNORECASE), _time_unit),
 )
 # fmt: off
 _EN_SYMBOLS = {

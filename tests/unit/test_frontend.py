@@ -102,6 +102,11 @@ def test_chinese_normalization(frontend, text, expected):
             "Call extension forty two, see figure three of volume two, approximately five pages.",
         ),
         ("Is it 12,345,678?", "Is it twelve million three hundred forty five thousand six hundred seventy eight?"),
+        (
+            "Open 24/7, w/ or w/o sugar, in C# on .NET, #AI.",
+            "Open twenty four seven, with or without sugar, in C sharp on dot NET, hashtag AI.",
+        ),
+        ("A 3rd-party app, wait 1 min or 5 mins or 2 hrs.", "A third party app, wait one minute or five minutes or two hours."),
     ],
 )
 def test_english_normalization(frontend, text, expected):
