@@ -130,10 +130,11 @@ _ZH_PHONE_RE = re.compile(r"(?<![\d.])(?:\+\d{1,3}[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s
 _ZH_LIANG_RE = re.compile(r"(?<![\d.第])2(?=倍|次(?![方元])|遍|年(?!级)|星期|份|句|点|成|门|台|部|间|种|样|美元|公斤|英里)")
 _ZH_DAY_TWO_RE = re.compile(r"(?<=月)2(?=[日号])")
 # Numbers that name rather than count are read digit by digit, 1 as 幺: after a word that says so
-# (房间号是302 -> 三零二, 验证码：123456), after letters (CA1234 -> 幺二三四, RTX4090), and a room (301室).
+# (房间号是302 -> 三零二, 验证码：123456), after letters (CA1234 -> 幺二三四, RTX4090; not RMB100 or
+# Top100), and a room (301室).
 _ZH_CODE_RE = re.compile(
     r"((?:电话|号码|编号|房间|房号|邮编|航班|车次|门牌|学号|工号|账号|密码|分机|验证码)号?\s?[是为:：,，]?\s?"
-    r"|(?<=[A-Za-z])|(?<![\d.])(?=\d{3,4}室))(\d{3,})(?![\d.])"
+    r"|(?<=[A-Za-z])(?<!RMB|USD|HKD|EUR|JPY|GBP|Top|TOP)|(?<![\d.])(?=\d{3,4}室))(\d{3,})(?![\d.])"
 )
 _ZH_NUMBER_SIGN_RE = re.compile(r"(?<![A-Za-z])[Nn][Oo]\.\s?(?=\d)")  # 他是No.1 -> 他是第1
 _ZH_UNIT_POWERS = (("km²", "平方公里"), ("m²", "平方米"), ("cm²", "平方厘米"), ("m³", "立方米"), ("cm³", "立方厘米"))
