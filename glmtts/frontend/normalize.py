@@ -213,6 +213,10 @@ def _zh_phone(match: re.Match) -> str:
     return spoken
 
 
+def _zh_code(match: re.Match) -> str:
+    return match[1] + "".join(_ZH_PHONE_DIGITS[int(digit)] for digit in match[2])
+
+
 def _zh_prenormalize(text: str) -> str:
     text = _ZH_MONEY_RE.sub(_zh_money, text)
     text = _ZH_PHONE_RE.sub(_zh_phone, text)
@@ -236,7 +240,7 @@ _TIME_UNITS = {"min": "minute", "hr": "hour", "sec": "second"}
 
 
 def _time_unit(match: re.Match) -> str:
-    """ "5 mins" -> "5 minutes", "1 hr" -> "1 hour" (wetext leaves these abbreviations as they are)."""
+    """5 mins -> 5 minutes, 1 hr -> 1 hour (wetext leaves these abbreviations as they are)."""
     count, unit = match.group(1), _TIME_UNITS[match.group(2).lower()]
     return f"{count} {unit}" + ("" if count == "1" else "s")
 
@@ -424,7 +428,7 @@ class TextNormalizer:
         """A cleaned sentence (sentinels allowed) -> normalized text with canonical punctuation.
         `cancel` is checked between the pieces that go to the grammars (Cancelled)."""
         if self.is_chinese(sentence):
-            sentence = _ZH_CODE_RE.sub(lambda code: code[1] + "".join(_ZH_PHONE_DIGITS[int(d)] for d in code[2]), sentence)
+            sentence = _ZH_CODE_RE.sub(_zh_code, sentence)
             sentence = _spell_long_numbers(sentence, lambda run: "".join(_ZH_DIGITS[int(ch)] for ch in run if ch.isdigit()))
             return self._finish_zh(self._normalize_pieces(sentence, self._normalize_mixed_clause, cancel))
         sentence = _spell_long_numbers(_expand_abbreviations(sentence), lambda run: f" {digits(run)} ")
