@@ -94,6 +94,42 @@ def year(n: int) -> str:
     return cardinal(head) + " " + (("oh " + ONES[tail]) if tail < 10 else cardinal(tail))
 
 
+_ROMAN = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
+# 1 to 99, written the one correct way (and not empty: it ends on a numeral's letter)
+_ROMAN_NUMERAL = r"(?=[IVXLC])(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3})(?<=[IVXLC])"
+# Rulers and popes say their numeral as an ordinal: Henry VIII, Louis XIV, John Paul II.
+_REGNAL_NAMES = (
+    "Henry|Louis|Elizabeth|George|Edward|Charles|William|Richard|James|John|Paul|Pius|Benedict|Leo|Gregory|"
+    "Innocent|Clement|Urban|Boniface|Alexander|Frederick|Philip|Peter|Ivan|Nicholas|Catherine|Mary|Anne|"
+    "Victoria|Napoleon|Ferdinand|Carlos|Felipe|Gustav|Christian|Olav|Harald|Rama|Ramesses|Ptolemy|Otto|"
+    "Wilhelm|Friedrich|Karl|Franz|Leopold|Sixtus|Constantine|Justinian|Theodosius"
+)
+_DETERMINERS = "The|A|An|This|That|These|Those|My|Your|His|Her|Its|Our|Their|Some|Any|No|Every|Each"
+# Words after which a numeral counts: Chapter IV, World War II, Apollo XI.
+_COUNTED_AFTER = "Chapter|Part|Act|Scene|Phase|Volume|Book|Episode|Season|Stage|Type|Class|Level|Article|Section|Appendix|Grade|Category|Round|Apollo|War"
+
+
+def roman(numeral: str) -> int:
+    """ "XIV" -> 14, for the numerals `_ROMAN_NUMERAL` accepts."""
+    values = [_ROMAN[letter] for letter in numeral]
+    return sum(-value if value < after else value for value, after in zip(values, values[1:] + [0], strict=True))
+
+
+ROMAN_RULES: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = (
+    (  # a ruler's numeral; a lone I only before a sentence's punctuation (Henry I. but not "Henry I think")
+        re.compile(rf"\b({_REGNAL_NAMES}) ({_ROMAN_NUMERAL})\b(?<!\bI)(?!'(?!s\b))|\b({_REGNAL_NAMES}) (I)(?=[.,;:!?]|$)"),
+        lambda m: f"{m[1] or m[3]} the {ordinal(roman(m[2] or m[4]))}",
+    ),
+    (re.compile(rf"\b({_COUNTED_AFTER}) ({_ROMAN_NUMERAL})\b(?!'(?!s\b))"), lambda m: f"{m[1]} {cardinal(roman(m[2]))}"),
+    (  # two or more of I, V, X after a capitalized name: Rocky III, Final Fantasy VII (not "The XX chromosome")
+        re.compile(
+            rf"\b(?!(?:{_DETERMINERS})\b)([A-Z][a-z]+) ((?=[IVX]{{2}})X{{0,3}}(?:IX|IV|V?I{{0,3}})(?<=[IVX]{{2}}))\b(?!'(?!s\b))"
+        ),
+        lambda m: f"{m[1]} {cardinal(roman(m[2]))}",
+    ),
+)
+
+
 def _plural(words: str) -> str:
     """ "nineteen ninety" -> "nineteen nineties"."""
     head, _, last = words.rpartition(" ")

@@ -16,7 +16,7 @@ import re
 import threading
 from collections.abc import Callable
 
-from glmtts.frontend.en_numbers import digits, expand_numbers, expand_years, spell_remaining_digits
+from glmtts.frontend.en_numbers import ROMAN_RULES, digits, expand_numbers, expand_years, spell_remaining_digits
 from glmtts.frontend.text_utils import CJK_RANGES, EN_SENTINEL, LATIN_LETTERS, ZH_SENTINEL
 from glmtts.types import CancelToken
 
@@ -293,8 +293,9 @@ _NUMBER_RUN_RE = re.compile(r"\d[\d.,:]*")
 
 
 def _expand_abbreviations(text: str) -> str:
-    """English abbreviations in words, on a whole sentence (a rule may look past a clause's end: St. Louis)."""
-    for pattern, replacement in _EN_ABBREVIATIONS:
+    """English abbreviations and Roman numerals in words, on a whole sentence (a rule may look past a
+    clause's end: St. Louis)."""
+    for pattern, replacement in _EN_ABBREVIATIONS + ROMAN_RULES:
         text = pattern.sub(replacement, text)
     return text
 

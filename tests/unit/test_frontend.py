@@ -111,6 +111,14 @@ def test_chinese_normalization(frontend, text, expected):
         ),
         ("Is it 12,345,678?", "Is it twelve million three hundred forty five thousand six hundred seventy eight?"),
         (
+            "Chapter IV of World War II: Henry VIII's wives, Louis XIV, Pope John Paul II and Rocky III.",
+            "Chapter four of World War two, Henry the eighth's wives, Louis the fourteenth, Pope John Paul the second and Rocky three.",
+        ),
+        (
+            "John I think is right, an IV drip, The XX chromosome, size XL.",
+            "John I think is right, an IV drip, The XX chromosome, size XL.",
+        ),
+        (
             "Open 24/7, w/ or w/o sugar, in C# on .NET, #AI.",
             "Open twenty four seven, with or without sugar, in C sharp on dot NET, hashtag AI.",
         ),
