@@ -60,6 +60,17 @@ _SITE_RE = re.compile(
     re.IGNORECASE,
 )
 _NAME_DOT_RE = re.compile(r"(?<=[A-Za-z0-9]{2})(?<![Ee]tc)\.(?=[a-z]{2})")
+# Comparisons typed in ASCII become their signs, so that "!" and "=" neither end a sentence nor
+# are read on their own ("a != b" was "a. equals b"); each language then says the sign.
+_ASCII_COMPARISONS = {"!=": "≠", ">=": "≥", "<=": "≤", "==": "="}
+_ASCII_COMPARISON_RE = re.compile("|".join(map(re.escape, _ASCII_COMPARISONS)))
+_COMPARISONS = {
+    "≠": ("not equal to", "不等于"),
+    "≥": ("greater than or equal to", "大于等于"),
+    "≤": ("less than or equal to", "小于等于"),
+    "≈": ("approximately equal to", "约等于"),
+}
+_COMPARISON_RE = re.compile(f"[{''.join(_COMPARISONS)}]")
 _EMOJI_RE = re.compile(
     "[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2190-\u21ff\u2300-\u23ff\u25a0-\u25ff"
     "\ufe0e\ufe0f\u200d\u20e3\U000e0020-\U000e007f\u2122\u00a9\u00ae]"
@@ -87,6 +98,7 @@ def clean_text(text: str) -> str:
     for pattern, replacement in _MARKDOWN_RULES:
         text = pattern.sub(replacement, text)
     text = _NAME_DOT_RE.sub(" dot ", _SITE_RE.sub(lambda site: site[1].replace(".", " dot "), text))
+    text = _ASCII_COMPARISON_RE.sub(lambda sign: _ASCII_COMPARISONS[sign[0]], text)
     text = _EMOJI_RE.sub("", text).translate(_FULL_WIDTH)
     text = text.replace("’", "'").replace("‘", "'")
     text = _QUOTES_RE.sub("", text)
@@ -221,6 +233,7 @@ def _zh_prenormalize(text: str) -> str:
     text = _ZH_MONEY_RE.sub(_zh_money, text)
     text = _ZH_PHONE_RE.sub(_zh_phone, text)
     text = _ZH_NUMBER_SIGN_RE.sub("第", text)
+    text = _COMPARISON_RE.sub(lambda sign: _COMPARISONS[sign[0]][1], text)
     text = _ZH_DAY_TWO_RE.sub("二", _ZH_LIANG_RE.sub("两", text))
     text = re.sub(f"(?<=[{LATIN_LETTERS}])-(?=\\d)", " ", text)
     text = re.sub(r"(?<=\d)\s*\*\s*(?=\d)", "×", text)
@@ -297,7 +310,7 @@ def _expand_abbreviations(text: str) -> str:
     clause's end: St. Louis)."""
     for pattern, replacement in _EN_ABBREVIATIONS + ROMAN_RULES:
         text = pattern.sub(replacement, text)
-    return text
+    return _COMPARISON_RE.sub(lambda sign: f" {_COMPARISONS[sign[0]][0]} ", text)
 
 
 def _en_symbols(text: str) -> str:

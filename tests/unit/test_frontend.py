@@ -64,6 +64,7 @@ def syllables_only(phonemes: list[str]) -> list[str]:
             "房间号是302，验证码：123456，航班CA1234，住301室。",
             "房间号是三零二，验证码，幺二三四五六，航班CA幺二三四，住三零幺室。",
         ),
+        ("如果5≥3且2≤4，那么1≠2，π≈3.14。", "如果五大于等于三且二小于等于四，那么一不等于二，派约等于三点一四。"),
         (
             "房间里有302个人，电话费302元，RMB100元，Top100榜单，他是No.1。",
             "房间里有三百零二个人，电话费三百零二元，RMB一百元，Top一百榜单，他是第一。",
@@ -117,6 +118,10 @@ def test_chinese_normalization(frontend, text, expected):
         (
             "John I think is right, an IV drip, The XX chromosome, size XL.",
             "John I think is right, an IV drip, The XX chromosome, size XL.",
+        ),
+        (
+            "If a != b and x >= 3, or y <= 2 and a == b.",
+            "If a not equal to b and x greater than or equal to three, or y less than or equal to two and a equals b.",
         ),
         (
             "Open 24/7, w/ or w/o sugar, in C# on .NET, #AI.",
