@@ -64,19 +64,57 @@ _NAME_DOT_RE = re.compile(r"(?<=[A-Za-z0-9]{2})(?<![Ee]tc)\.(?=[a-z]{2})")
 # are read on their own ("a != b" was "a. equals b"); each language then says the sign.
 _ASCII_COMPARISONS = {"!=": "≠", ">=": "≥", "<=": "≤", "==": "="}
 _ASCII_COMPARISON_RE = re.compile("|".join(map(re.escape, _ASCII_COMPARISONS)))
-_COMPARISONS = {
-    "≠": ("not equal to", "不等于"),
-    "≥": ("greater than or equal to", "大于等于"),
-    "≤": ("less than or equal to", "小于等于"),
-    "≈": ("approximately equal to", "约等于"),
+_TIMES_RE = re.compile(r"(?<=\d)\s*\*\s*(?=\d)")  # 3 * 4: a product
+# fmt: off
+# Signs said in words (English, Chinese) before the grammars see the text: they drop what they do
+# not know ("25℃" was "twenty five", "1∞2" 一二). Signs with a number's unit come first.
+_UNIT_SIGNS = {
+    "µs": ("microseconds", "微秒"), "µm": ("micrometers", "微米"), "µg": ("micrograms", "微克"),
+    "µl": ("microliters", "微升"), "Ω": ("ohms", "欧姆"), "¢": ("cents", "美分"),
+    "km²": ("square kilometers", "平方公里"), "m²": ("square meters", "平方米"), "cm²": ("square centimeters", "平方厘米"),
+    "m³": ("cubic meters", "立方米"), "cm³": ("cubic centimeters", "立方厘米"),
 }
-_COMPARISON_RE = re.compile(f"[{''.join(_COMPARISONS)}]")
+_SIGNS = {
+    "≠": ("not equal to", "不等于"), "≥": ("greater than or equal to", "大于等于"),
+    "≤": ("less than or equal to", "小于等于"), "≈": ("approximately equal to", "约等于"),
+    "±": ("plus or minus", "正负"), "∞": ("infinity", "无穷大"), "√": ("the square root of", "根号"),
+    "∈": ("in", "属于"), "∉": ("not in", "不属于"), "℃": ("degrees Celsius", "摄氏度"),
+    "℉": ("degrees Fahrenheit", "华氏度"), "²": ("squared", "的平方"), "³": ("cubed", "的立方"),
+    "µ": ("micro", "微"), "α": ("alpha", "阿尔法"), "β": ("beta", "贝塔"), "γ": ("gamma", "伽马"),
+    "δ": ("delta", "德尔塔"), "Δ": ("delta", "德尔塔"), "ε": ("epsilon", "艾普西龙"), "θ": ("theta", "西塔"),
+    "λ": ("lambda", "拉姆达"), "μ": ("mu", "缪"), "π": ("pi", "派"), "σ": ("sigma", "西格玛"),
+    "Σ": ("sigma", "西格玛"), "φ": ("phi", "斐"), "ω": ("omega", "欧米伽"), "Ω": ("omega", "欧米伽"),
+    "∑": ("the sum of", "求和"), "∏": ("the product of", "连乘"), "∫": ("the integral of", "积分"),
+    "∆": ("delta", "德尔塔"), "∂": ("partial", "偏"), "∩": ("intersect", "交"), "∪": ("union", "并"),
+    "⊂": ("subset of", "包含于"), "⊃": ("superset of", "包含"), "∀": ("for all", "对所有"),
+    "∃": ("there exists", "存在"), "¬": ("not", "非"), "∧": ("and", "且"), "∨": ("or", "或"),
+}
+# Currencies whose sign comes before the number: the number, then the currency's name.
+_CURRENCY_SIGNS = {"₹": ("rupees", "卢比"), "₩": ("won", "韩元"), "₽": ("rubles", "卢布")}
+# fmt: on
+_UNIT_SIGN_RE = re.compile(r"(?<=\d)\s?(" + "|".join(map(re.escape, _UNIT_SIGNS)) + r")(?![A-Za-z])")
+_SIGN_RE = re.compile(f"[{''.join(_SIGNS)}]")
+_CURRENCY_SIGN_RE = re.compile(f"([{''.join(_CURRENCY_SIGNS)}])\\s?(\\d+(?:,\\d{{3}})*(?:\\.\\d+)?)")
+_POWER_RE = re.compile(r"(?<!\d)(\d+)\s?\^\s?(\d+)")  # starts at a number's first digit: linear
+
+
+def say_signs(text: str, language: int) -> str:
+    """The signs of `text` in words of `language` (0 English, 1 Chinese): 2^10, ₹100, 5 µs, ≥, π..."""
+    power = ("{0} to the power of {1}", "{0}的{1}次方")[language]
+    text = _POWER_RE.sub(lambda m: power.format(m[1], m[2]), text)
+    text = _CURRENCY_SIGN_RE.sub(lambda m: f"{m[2]} {_CURRENCY_SIGNS[m[1]][language]}", text)
+    text = _UNIT_SIGN_RE.sub(lambda m: f" {_UNIT_SIGNS[m[1]][language]}", text)
+    return _SIGN_RE.sub(lambda m: f" {_SIGNS[m[0]][language]} ", text)
+
+
 _EMOJI_RE = re.compile(
     "[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2190-\u21ff\u2300-\u23ff\u25a0-\u25ff"
     "\ufe0e\ufe0f\u200d\u20e3\U000e0020-\U000e007f\u2122\u00a9\u00ae]"
 )
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c\u2028\u2029\ufeff]")
-_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+# Full-width forms -> ASCII; the full-width comma keeps a space after it, so that 考了100，5个人 is two
+# numbers, not the thousands of 100,5.
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20, 0xFF0C: ", "}
 _QUOTES_RE = re.compile(r"[\"“”„‟«»「」『』《》【】〈〉〔〕]")
 _BRACKETS_RE = re.compile(r"(?:(?<!\s)\s+)?[()\[\]{}]+\s*")
 _PHONE_AREA_RE = re.compile(r"\((\d{3})\)\s?(?=\d{3}[-.\s]\d{4})")
@@ -98,7 +136,7 @@ def clean_text(text: str) -> str:
     for pattern, replacement in _MARKDOWN_RULES:
         text = pattern.sub(replacement, text)
     text = _NAME_DOT_RE.sub(" dot ", _SITE_RE.sub(lambda site: site[1].replace(".", " dot "), text))
-    text = _ASCII_COMPARISON_RE.sub(lambda sign: _ASCII_COMPARISONS[sign[0]], text)
+    text = _TIMES_RE.sub("×", _ASCII_COMPARISON_RE.sub(lambda sign: _ASCII_COMPARISONS[sign[0]], text))
     text = _EMOJI_RE.sub("", text).translate(_FULL_WIDTH)
     text = text.replace("’", "'").replace("‘", "'")
     text = _QUOTES_RE.sub("", text)
@@ -126,9 +164,7 @@ _ZH_CURRENCY_WORDS = "元|块|美元|欧元|英镑|日元|人民币"
 # fmt: off
 _ZH_SYMBOLS = {
     "&": "和", "@": "艾特", "+": "加", "=": "等于", ">": "大于", "<": "小于", "×": "乘", "÷": "除以",
-    "±": "正负", "°": "度", "℃": "摄氏度", "℉": "华氏度", "%": "百分号", "‰": "千分之",
-    "²": "平方", "³": "立方", "α": "阿尔法", "β": "贝塔", "γ": "伽马", "δ": "德尔塔", "Δ": "德尔塔",
-    "θ": "西塔", "λ": "拉姆达", "μ": "缪", "π": "派", "σ": "西格玛", "Σ": "西格玛", "ω": "欧米伽", "Ω": "欧米伽",
+    "°": "度", "%": "百分号", "‰": "千分之",
 }
 # fmt: on
 _ZH_MONEY_RE = re.compile(
@@ -148,8 +184,8 @@ _ZH_CODE_RE = re.compile(
     r"((?:电话|号码|编号|房间|房号|邮编|航班|车次|门牌|学号|工号|账号|密码|分机|验证码)号?\s?[是为:：,，]?\s?"
     r"|(?<=[A-Za-z])(?<!RMB|USD|HKD|EUR|JPY|GBP|Top|TOP)|(?<![\d.])(?=\d{3,4}室))(\d{3,})(?![\d.])"
 )
+_ZH_PER_MILLE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s?‰")  # 5‰ -> 千分之5, as % is read before its number
 _ZH_NUMBER_SIGN_RE = re.compile(r"(?<![A-Za-z])[Nn][Oo]\.\s?(?=\d)")  # 他是No.1 -> 他是第1
-_ZH_UNIT_POWERS = (("km²", "平方公里"), ("m²", "平方米"), ("cm²", "平方厘米"), ("m³", "立方米"), ("cm³", "立方厘米"))
 
 
 def zh_cardinal(n: int) -> str:
@@ -233,12 +269,9 @@ def _zh_prenormalize(text: str) -> str:
     text = _ZH_MONEY_RE.sub(_zh_money, text)
     text = _ZH_PHONE_RE.sub(_zh_phone, text)
     text = _ZH_NUMBER_SIGN_RE.sub("第", text)
-    text = _COMPARISON_RE.sub(lambda sign: _COMPARISONS[sign[0]][1], text)
+    text = _ZH_PER_MILLE_RE.sub(r"千分之\1", say_signs(text, 1))
     text = _ZH_DAY_TWO_RE.sub("二", _ZH_LIANG_RE.sub("两", text))
     text = re.sub(f"(?<=[{LATIN_LETTERS}])-(?=\\d)", " ", text)
-    text = re.sub(r"(?<=\d)\s*\*\s*(?=\d)", "×", text)
-    for unit, spoken in _ZH_UNIT_POWERS:
-        text = text.replace(unit, spoken)
     return text
 
 
@@ -282,6 +315,7 @@ _EN_ABBREVIATIONS = (
     (re.compile(r"(?<![\w#&])#(?=[A-Za-z])"), "hashtag "),
     (re.compile(r"\b(\d+)(st|nd|rd|th)-(?=[A-Za-z])", re.IGNORECASE), r"\1\2 "),  # 3rd-party: third party
     (re.compile(r"\b(\d+)\s?(min|hr|sec)s?\b", re.IGNORECASE), _time_unit),
+    (re.compile(r"(?<=\d)\s?‰"), " per mille"),
 )
 # fmt: off
 _EN_SYMBOLS = {
@@ -310,7 +344,7 @@ def _expand_abbreviations(text: str) -> str:
     clause's end: St. Louis)."""
     for pattern, replacement in _EN_ABBREVIATIONS + ROMAN_RULES:
         text = pattern.sub(replacement, text)
-    return _COMPARISON_RE.sub(lambda sign: f" {_COMPARISONS[sign[0]][0]} ", text)
+    return say_signs(text, 0)
 
 
 def _en_symbols(text: str) -> str:

@@ -9,6 +9,7 @@ from glmtts.frontend import TextFrontend
 from glmtts.frontend.arpabet import arpa_to_ipa
 from glmtts.frontend.en_numbers import cardinal, ordinal, year
 from glmtts.frontend.g2p_zh import pinyin_to_symbols
+from glmtts.frontend.normalize import _SIGNS, _UNIT_SIGNS
 from glmtts.frontend.phonemes import INITIALS, INVENTORY, tokens_to_syllables
 from glmtts.frontend.replace_dict import ReplaceDict, ReplaceDictError, format_replace_dict, parse_replace_dict
 from glmtts.frontend.split import (
@@ -157,6 +158,31 @@ def test_number_words():
     ],
 )
 def test_names_with_dots_are_said_with_dot(frontend, text, expected):
+    assert normalized(frontend, text) == expected
+
+
+@pytest.mark.parametrize("sign", sorted(_SIGNS) + sorted(_UNIT_SIGNS))
+def test_no_sign_between_numbers_is_dropped(frontend, sign):
+    """Every sign the table knows is said in its words in both languages, between two numbers (where
+    the grammars see it) as elsewhere."""
+    english, chinese = {**_SIGNS, **_UNIT_SIGNS}[sign]
+    assert english in normalized(frontend, f"Then 1 {sign} 2 and x {sign} y.")
+    assert chinese in normalized(frontend, f"然后1{sign}2，甲{sign}乙。")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "Set 3 * 4, 2^10, 50¢, ₹100, ±5%, 25℃ and 10 µs.",
+            "Set three times four, two to the power of ten, fifty cents, one hundred rupees, plus or minus five percent, twenty five degrees Celsius and ten microseconds.",
+        ),
+        ("It is 5 m² and π r², rose 5‰.", "It is five square meters and pi r squared, rose five per mille."),
+        ("增长了5‰，2^10，₹100，5µm的颗粒，5Ω。", "增长了千分之五，二的十次方，一百卢比，五微米的颗粒，五欧姆。"),
+        ("他考了100，5个人没考好。", "他考了一百，五个人没考好。"),  # a Chinese comma is no thousands separator
+    ],
+)
+def test_signs_with_numbers(frontend, text, expected):
     assert normalized(frontend, text) == expected
 
 
