@@ -89,6 +89,7 @@ _SIGNS = {
     "⊂": ("subset of", "包含于"), "⊃": ("superset of", "包含"), "∀": ("for all", "对所有"),
     "∃": ("there exists", "存在"), "¬": ("not", "非"), "∧": ("and", "且"), "∨": ("or", "或"),
 }
+_UNIT_SIGNS |= {unit.replace("µ", "μ"): words for unit, words in _UNIT_SIGNS.items() if "µ" in unit}  # Greek mu typed for micro
 # Currencies whose sign comes before the number: the number, then the currency's name.
 _CURRENCY_SIGNS = {"₹": ("rupees", "卢比"), "₩": ("won", "韩元"), "₽": ("rubles", "卢布")}
 # fmt: on
