@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable
 
 from glmtts.frontend.en_numbers import ROMAN_RULES, digits, expand_numbers, expand_years, spell_remaining_digits
@@ -133,7 +134,9 @@ def _site(link: str) -> str:
 def clean_text(text: str) -> str:
     """Strip markdown, emoji, control characters, quotes and brackets; full-width -> half-width;
     every non-empty line gets a sentence end; lines are joined into one string."""
-    text = _CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    # NFC: a CJK compatibility ideograph (簾 U+F9A6, from old encodings and PDFs) is its unified
+    # character, which the dictionaries know; accents are composed (é).
+    text = _CONTROL_RE.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n"))
     for pattern, replacement in _MARKDOWN_RULES:
         text = pattern.sub(replacement, text)
     text = _NAME_DOT_RE.sub(" dot ", _SITE_RE.sub(lambda site: site[1].replace(".", " dot "), text))

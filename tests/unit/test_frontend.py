@@ -4,6 +4,8 @@ import random
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from glmtts.frontend import TextFrontend
 from glmtts.frontend.arpabet import arpa_to_ipa
@@ -170,6 +172,31 @@ def test_no_sign_between_numbers_is_dropped(frontend, sign):
     assert chinese in normalized(frontend, f"然后1{sign}2，甲{sign}乙。")
 
 
+# Text as people type it, and worse: digits, signs, Latin and Han letters, punctuation of both kinds,
+# markup and arbitrary Unicode, in any order.
+_TYPED = st.text(
+    st.one_of(
+        st.sampled_from(list("0123456789 ,.;:!?-/*^=<>()[]#@&%$€£¥'\"\n") + list("，。！？：；、（）％") + sorted(_SIGNS)),
+        st.sampled_from(list("abcXYZIVst") + list("的一是二两号月日点元")),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_TYPED)
+def test_any_text_is_spoken_in_words_or_refused_clearly(frontend, text):
+    """Generated text: the frontend answers words (no digit, no sign of the table left to be dropped
+    by a voice) or refuses with SynthesisError, never another error."""
+    try:
+        segments = frontend.text_to_segments(text)
+    except SynthesisError:
+        return
+    spoken = "".join(segment.text for segment in segments)
+    assert not any(ch in "0123456789" or ch in _SIGNS for ch in spoken), spoken
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -180,6 +207,7 @@ def test_no_sign_between_numbers_is_dropped(frontend, sign):
         ("It is 5 m² and π r², rose 5‰.", "It is five square meters and pi r squared, rose five per mille."),
         ("增长了5‰，2^10，₹100，5µm的颗粒，5Ω。", "增长了千分之五，二的十次方，一百卢比，五微米的颗粒，五欧姆。"),
         ("他考了100，5个人没考好。", "他考了一百，五个人没考好。"),  # a Chinese comma is no thousands separator
+        ("\uf9a6子很好看。", "簾子很好看。"),  # a compatibility ideograph is its unified character
     ],
 )
 def test_signs_with_numbers(frontend, text, expected):
