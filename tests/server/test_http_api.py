@@ -1,6 +1,7 @@
 """The app as a process: readiness, the OpenAI-shaped speech API, and bad input."""
 
 import io
+import re
 import statistics
 import threading
 
@@ -165,3 +166,17 @@ def test_unknown_v1_paths_are_one_metric_series(app_server):
         httpx.get(f"{app_server.url}/v1/made-up-{n}", timeout=30)
     text = httpx.get(f"{app_server.url}/metrics").text
     assert 'route="other"' in text and "made-up" not in text
+
+
+def test_the_api_page_loads_nothing_from_another_site(app_server):
+    """/docs serves Swagger UI's script and styles itself: an offline machine shows the page, and no
+    other site's script runs on this origin."""
+    page = httpx.get(f"{app_server.url}/docs", timeout=30)
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assert not re.search(r"""(?:src|href|url)\s*[=:]\s*['"](?:https?:)?//""", page.text), page.text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert {asset.rsplit(".", 1)[-1] for asset in assets} == {"js", "css", "png"}
+    for asset in assets:
+        served = httpx.get(f"{app_server.url}{asset}", timeout=30)
+        assert served.status_code == 200 and len(served.content) > 1000, asset
+    assert httpx.get(f"{app_server.url}/openapi.json", timeout=30).json()["info"]["title"]

@@ -14,6 +14,7 @@ METRICS_TOKEN = "scrape-token"
 CLOSED_WITHOUT_KEY = (
     ("GET", "/metrics"),
     ("GET", "/docs"),
+    ("GET", "/docs-assets/swagger-ui-bundle.js"),
     ("GET", "/openapi.json"),
     ("GET", "/gradio_api/startup-events"),
     ("POST", "/gradio_api/cancel"),
