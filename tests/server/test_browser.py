@@ -221,6 +221,19 @@ def test_memory_before_and_after_shows_after_clear_with_named_columns(page):
     assert "rss_mib" not in cleared.inner_text()
 
 
+def test_the_page_and_the_api_page_load_nothing_from_another_site(page, app_server):
+    """Both work offline, and no other site's script runs on this origin: every request goes here."""
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    open_page(page, app_server.url)
+    page.get_by_role("tab", name="Voices").click()  # a tab's widgets load as it opens
+    page.goto(f"{app_server.url}/docs")
+    page.locator(".swagger-ui .info .title").wait_for(timeout=UI_TIMEOUT_MS)  # drawn by the script served here
+    elsewhere = [url for url in requested if not url.startswith((app_server.url, "data:", "blob:"))]
+    assert len(requested) > 10 and elsewhere == []
+    open_page(page, app_server.url)
+
+
 def screenshot(page, name: str) -> None:
     """A picture of the page for a person to look at, when GLMTTS_SCREENSHOTS names a folder."""
     folder = os.environ.get("GLMTTS_SCREENSHOTS")
