@@ -100,13 +100,14 @@ _CURRENCY_SIGN_RE = re.compile(f"([{''.join(_CURRENCY_SIGNS)}])\\s?(\\d+(?:,\\d{
 _POWER_RE = re.compile(r"(?<!\d)(\d+)\s?\^\s?(\d+)")  # starts at a number's first digit: linear
 
 
-def say_signs(text: str, language: int) -> str:
-    """The signs of `text` in words of `language` (0 English, 1 Chinese): 2^10, ₹100, 5 µs, ≥, π..."""
-    power = ("{0} to the power of {1}", "{0}的{1}次方")[language]
+def say_signs(text: str, language: str) -> str:
+    """The signs of `text` in words of `language` ("en" or "zh"): 2^10, ₹100, 5 µs, ≥, π..."""
+    words = ("en", "zh").index(language)  # the column of the tables
+    power = ("{0} to the power of {1}", "{0}的{1}次方")[words]
     text = _POWER_RE.sub(lambda m: power.format(m[1], m[2]), text)
-    text = _CURRENCY_SIGN_RE.sub(lambda m: f"{m[2]} {_CURRENCY_SIGNS[m[1]][language]}", text)
-    text = _UNIT_SIGN_RE.sub(lambda m: f" {_UNIT_SIGNS[m[1]][language]}", text)
-    return _SIGN_RE.sub(lambda m: f" {_SIGNS[m[0]][language]} ", text)
+    text = _CURRENCY_SIGN_RE.sub(lambda m: f"{m[2]} {_CURRENCY_SIGNS[m[1]][words]}", text)
+    text = _UNIT_SIGN_RE.sub(lambda m: f" {_UNIT_SIGNS[m[1]][words]}", text)
+    return _SIGN_RE.sub(lambda m: f" {_SIGNS[m[0]][words]} ", text)
 
 
 _EMOJI_RE = re.compile(
@@ -185,7 +186,7 @@ _ZH_DAY_TWO_RE = re.compile(r"(?<=月)2(?=[日号])")
 # (房间号是302 -> 三零二, 验证码：123456), after letters (CA1234 -> 幺二三四, RTX4090; not RMB100 or
 # Top100), and a room (301室).
 _ZH_CODE_RE = re.compile(
-    r"((?:电话|号码|编号|房间|房号|邮编|航班|车次|门牌|学号|工号|账号|密码|分机|验证码)号?\s?[是为:：,，]?\s?"
+    r"((?:电话|号码|编号|房间|房号|邮编|航班|车次|门牌|学号|工号|账号|密码|分机|验证码)号?\s?[是为:,]?\s?"
     r"|(?<=[A-Za-z])(?<!RMB|USD|HKD|EUR|JPY|GBP|Top|TOP)|(?<![\d.])(?=\d{3,4}室))(\d{3,})(?![\d.])"
 )
 _ZH_PER_MILLE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s?‰")  # 5‰ -> 千分之5, as % is read before its number
@@ -273,7 +274,7 @@ def _zh_prenormalize(text: str) -> str:
     text = _ZH_MONEY_RE.sub(_zh_money, text)
     text = _ZH_PHONE_RE.sub(_zh_phone, text)
     text = _ZH_NUMBER_SIGN_RE.sub("第", text)
-    text = _ZH_PER_MILLE_RE.sub(r"千分之\1", say_signs(text, 1))
+    text = _ZH_PER_MILLE_RE.sub(r"千分之\1", say_signs(text, "zh"))
     text = _ZH_DAY_TWO_RE.sub("二", _ZH_LIANG_RE.sub("两", text))
     text = re.sub(f"(?<=[{LATIN_LETTERS}])-(?=\\d)", " ", text)
     return text
@@ -348,7 +349,7 @@ def _expand_abbreviations(text: str) -> str:
     clause's end: St. Louis)."""
     for pattern, replacement in _EN_ABBREVIATIONS + ROMAN_RULES:
         text = pattern.sub(replacement, text)
-    return say_signs(text, 0)
+    return say_signs(text, "en")
 
 
 def _en_symbols(text: str) -> str:
